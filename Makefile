@@ -1,0 +1,38 @@
+# The two commands of the README:  `make run`  and  `make test`.
+# Each creates .venv and installs what is missing first, so both work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Tests never touch the network or your own Hugging Face cache.
+TEST_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/.cache/hub-test TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+
+.PHONY: venv run test test-fast slow bench export clean-nbs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peer]'
+	touch $(STAMP)
+
+## The main job: every pipeline stage on the embedded demo model, then the report.
+run: venv
+	$(BIN)/llm-biology run
+
+## The test suite: package in sync with the notebooks, every notebook's tests, pytest.
+test: venv
+	$(TEST_ENV) $(BIN)/python -m pytest
+
+## Slow checks too (demo training smoke, long runs).
+slow: venv
+	$(TEST_ENV) LLMB_TEST_FLAGS=slow $(BIN)/python -m pytest
+
+export: venv
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+bench: venv
+	$(BIN)/python bench/bench_baseline.py
+	$(BIN)/python bench/bench_attribution.py
