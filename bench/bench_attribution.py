@@ -1,0 +1,153 @@
+"""Benchmark the attribution engine against circuit-tracer 0.5.0 (nnsight backend), same process, same graph.
+
+Both engines attribute the same token ids (sink first) on the same random Qwen3 folder and
+transcoder folder, to circuit-tracer's default targets (top logits), keeping every active feature.
+Printed per size: wall time and peak resident-memory growth of each engine and their ratios, the
+max |adjacency difference| after aligning node orders, and where our time goes.
+
+    python bench/bench_attribution.py                  # tiny (2 layers) and large (~8k active features)
+    python bench/bench_attribution.py --size large --batch-size 512
+    python bench/bench_attribution.py --no-peer        # ours only (no circuit-tracer needed)
+
+Sizes: `tiny` is the test model (2 layers, d_model 64, d_transcoder 256); `large` is a random Qwen3
+with 8 layers, d_model 256 (8 heads, 4 KV heads, d_mlp 768) and ReLU transcoders of 288 features
+per layer: about 8,300 features are active on the 16-token prompt. torch uses one thread.
+"""
+import argparse
+import ctypes
+import gc
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TEXT = "The capital of France is Paris. The capital of Japan is Tokyo. The cat is in the room"
+SIZES = {  # name: (n_layers, d_model, n_heads, n_kv_heads, d_mlp, d_transcoder, activation)
+    "tiny": (2, 64, 4, 2, 128, 256, "jumprelu"),
+    "large": (8, 256, 8, 4, 768, 288, "relu"),
+}
+
+
+def build(size: str, root: Path):
+    """The model and transcoder folders of one size (built once under `root`)."""
+    from llm_biology.tiny import make_random_transcoders, make_tiny_model
+    L, D, H, KV, M, DT, act = SIZES[size]
+    folder = root / f"{size}-{L}x{D}x{DT}"
+    if not (folder / "tc" / "config.yaml").exists():
+        make_tiny_model(folder / "model", n_layers=L, d_model=D, n_heads=H, n_kv_heads=KV, d_mlp=M)
+        make_random_transcoders(folder / "tc", n_layers=L, d_model=D, d_transcoder=DT, activation=act)
+    return folder / "model", folder / "tc"
+
+
+class PeakRSS:
+    """Peak resident memory growth (bytes) while the block runs, sampled every few ms."""
+    def __init__(self, interval=0.002):
+        import psutil
+        self.proc, self.interval = psutil.Process(), interval
+
+    def __enter__(self):
+        gc.collect(); _trim()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True); self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss); time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self.running = False; self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.growth = self.peak - self.base
+
+
+def _trim():
+    "Give freed heap memory back to the OS (glibc), so each engine starts from the same baseline."
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError: pass
+
+
+def measure(fn, repeats: int):
+    best_t, best_m, out = float("inf"), float("inf"), None
+    for _ in range(repeats):
+        out = None; gc.collect(); _trim()
+        with PeakRSS() as m:
+            t0 = time.perf_counter(); out = fn(); t = time.perf_counter() - t0
+        best_t, best_m = min(best_t, t), min(best_m, m.growth)
+    return best_t, best_m, out
+
+
+def aligned_diff(ours, peer):
+    """Max |A_ours - A_peer| after ordering the peer's nodes like ours, and the largest |edge|."""
+    import torch
+    feats = peer.active_features[peer.selected_features].tolist()
+    L, T = ours.n_layers, ours.n_pos
+    pid = ([("feature", *f) for f in feats] + [("error", l, p) for l in range(L) for p in range(T)]
+           + [("token", p) for p in range(T)] + [("target", n) for n in ours.target_names])
+    where = {n: i for i, n in enumerate(pid)}
+    perm = torch.tensor([where[n] for n in ours.node_ids])
+    A, B = ours.adjacency, peer.adjacency_matrix[perm][:, perm]
+    return (A - B).abs().max().item(), B.abs().max().item()
+
+
+def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads):
+    import torch
+    from llm_biology.attribution import attribute
+    from llm_biology.models import load_model
+    from llm_biology.transcoders import load_transcoders
+    torch.set_num_threads(threads)
+    model_dir, tc_dir = build(size, root)
+    lm = load_model(str(model_dir), dtype=torch.float32)
+    tcs = load_transcoders(tc_dir, lazy=False)
+    ids = lm.encode(TEXT)[:16]
+    print(f"\n== {size}: n_layers={SIZES[size][0]} d_model={SIZES[size][1]} d_transcoder={SIZES[size][5]} "
+          f"n_pos={len(ids)} torch threads={torch.get_num_threads()}")
+
+    rm = None
+    if peer:
+        from circuit_tracer import ReplacementModel, attribute as ct_attribute
+        logging.getLogger("circuit_tracer").setLevel(logging.ERROR)
+        rm = ReplacementModel.from_pretrained(str(model_dir), str(Path(tc_dir).resolve()), backend="nnsight",
+                                              device=torch.device("cpu"), dtype=torch.float32)
+        ct_attribute(ids, rm, batch_size=peer_batch_size, max_n_logits=2)          # warm-up
+    attribute(lm, tcs, ids, batch_size=batch_size, max_n_logits=2)                  # warm-up
+
+    t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size), repeats)
+    print(f"active features {g.config['n_active']}, nodes {g.n_nodes}, targets {g.n_targets}")
+    print(f"ours          : {t_o:8.3f} s  peak RSS +{m_o / 2**20:8.1f} MiB  (batch_size={batch_size})")
+    tm = g.config["timing"]
+    parts = ["forward", "features_and_targets", "prefix_forward", "backward", "contract", "influence"]
+    rest = tm["total"] - sum(tm[k] for k in parts)
+    print("  our time    : " + ", ".join(f"{k} {tm[k]:.3f}s ({tm[k] / tm['total']:.0%})" for k in parts)
+          + f", other {rest:.3f}s ({rest / tm['total']:.0%})")
+    if peer:
+        t_p, m_p, pg = measure(lambda: ct_attribute(ids, rm, batch_size=peer_batch_size), repeats)
+        print(f"circuit-tracer: {t_p:8.3f} s  peak RSS +{m_p / 2**20:8.1f} MiB  (batch_size={peer_batch_size})")
+        d, scale = aligned_diff(g, pg)
+        print(f"speed-up {t_p / t_o:.1f}x, memory ratio (theirs/ours) {m_p / max(m_o, 1):.1f}x, "
+              f"max |adjacency difference| {d:.3g} (largest |edge| {scale:.3g}, relative {d / scale:.2g})")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=["tiny", "large", "both"], default="both")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--peer-batch-size", type=int, default=None, help="circuit-tracer's batch size (default: --batch-size)")
+    p.add_argument("--repeats", type=int, default=1, help="best of this many runs per engine")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-peer", action="store_true", help="time ours only")
+    p.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "llm_biology_bench_attribution"))
+    a = p.parse_args(argv)
+    sizes = ["tiny", "large"] if a.size == "both" else [a.size]
+    for s in sizes:
+        run_size(s, Path(a.root), a.batch_size, a.peer_batch_size or a.batch_size, a.repeats, not a.no_peer, a.threads)
+
+
+if __name__ == "__main__":
+    main()
