@@ -1,12 +1,14 @@
 """Benchmark the attribution engine against circuit-tracer 0.5.0 (nnsight backend), same process, same graph.
 
 Both engines attribute the same token ids (sink first) on the same random Qwen3 folder and
-transcoder folder, to circuit-tracer's default targets (top logits), keeping every active feature.
+transcoder folder, to circuit-tracer's default targets (top logits), keeping every active feature
+(or --max-feature-nodes of them, in influence order).
 Printed per size: wall time and peak resident-memory growth of each engine and their ratios, the
 max |adjacency difference| after aligning node orders, and where our time goes.
 
     python bench/bench_attribution.py                  # tiny (2 layers) and large (~8k active features)
     python bench/bench_attribution.py --size large --batch-size 512
+    python bench/bench_attribution.py --size large --max-feature-nodes 2048   # influence-ordered subset
     python bench/bench_attribution.py --no-peer        # ours only (no circuit-tracer needed)
 
 Sizes: `tiny` is the test model (2 layers, d_model 64, d_transcoder 256); `large` is a random Qwen3
@@ -96,7 +98,7 @@ def aligned_diff(ours, peer):
     return (A - B).abs().max().item(), B.abs().max().item()
 
 
-def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads):
+def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, max_feature_nodes=None):
     import torch
     from llm_biology.attribution import attribute
     from llm_biology.models import load_model
@@ -118,8 +120,8 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads):
         ct_attribute(ids, rm, batch_size=peer_batch_size, max_n_logits=2)          # warm-up
     attribute(lm, tcs, ids, batch_size=batch_size, max_n_logits=2)                  # warm-up
 
-    t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size), repeats)
-    print(f"active features {g.config['n_active']}, nodes {g.n_nodes}, targets {g.n_targets}")
+    t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size, max_feature_nodes=max_feature_nodes), repeats)
+    print(f"active features {g.config['n_active']}, feature nodes {g.n_features}, nodes {g.n_nodes}, targets {g.n_targets}")
     print(f"ours          : {t_o:8.3f} s  peak RSS +{m_o / 2**20:8.1f} MiB  (batch_size={batch_size})")
     tm = g.config["timing"]
     parts = ["forward", "features_and_targets", "prefix_forward", "backward", "contract", "influence"]
@@ -127,7 +129,7 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads):
     print("  our time    : " + ", ".join(f"{k} {tm[k]:.3f}s ({tm[k] / tm['total']:.0%})" for k in parts)
           + f", other {rest:.3f}s ({rest / tm['total']:.0%})")
     if peer:
-        t_p, m_p, pg = measure(lambda: ct_attribute(ids, rm, batch_size=peer_batch_size), repeats)
+        t_p, m_p, pg = measure(lambda: ct_attribute(ids, rm, batch_size=peer_batch_size, max_feature_nodes=max_feature_nodes), repeats)
         print(f"circuit-tracer: {t_p:8.3f} s  peak RSS +{m_p / 2**20:8.1f} MiB  (batch_size={peer_batch_size})")
         d, scale = aligned_diff(g, pg)
         print(f"speed-up {t_p / t_o:.1f}x, memory ratio (theirs/ours) {m_p / max(m_o, 1):.1f}x, "
@@ -141,12 +143,14 @@ def main(argv=None):
     p.add_argument("--peer-batch-size", type=int, default=None, help="circuit-tracer's batch size (default: --batch-size)")
     p.add_argument("--repeats", type=int, default=1, help="best of this many runs per engine")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-feature-nodes", type=int, default=None, help="visit this many features in influence order (default: all)")
     p.add_argument("--no-peer", action="store_true", help="time ours only")
     p.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "llm_biology_bench_attribution"))
     a = p.parse_args(argv)
     sizes = ["tiny", "large"] if a.size == "both" else [a.size]
     for s in sizes:
-        run_size(s, Path(a.root), a.batch_size, a.peer_batch_size or a.batch_size, a.repeats, not a.no_peer, a.threads)
+        run_size(s, Path(a.root), a.batch_size, a.peer_batch_size or a.batch_size, a.repeats, not a.no_peer, a.threads,
+                 a.max_feature_nodes)
 
 
 if __name__ == "__main__":
