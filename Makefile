@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Tests never touch the network or your own Hugging Face cache.
 TEST_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/.cache/hub-test TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: venv run test test-fast slow bench export clean-nbs
+.PHONY: venv run test browser slow bench export
 
 venv: $(STAMP)
 
@@ -23,8 +23,14 @@ run: venv
 	$(BIN)/llm-biology run
 
 ## The test suite: package in sync with the notebooks, every notebook's tests, pytest.
-test: venv
+test: venv browser
 	$(TEST_ENV) $(BIN)/python -m pytest
+
+## Chromium for the browser test of the report (Debian's package; skipped with a note where apt is not usable).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium is not installed and cannot be installed here: the browser test will be skipped"
 
 ## Slow checks too (demo training smoke, long runs).
 slow: venv
