@@ -37,7 +37,7 @@ SIZES = {  # name: (n_layers, d_model, n_heads, n_kv_heads, d_mlp, d_transcoder,
 
 def build(size: str, root: Path):
     """The model and transcoder folders of one size (built once under `root`)."""
-    from llm_biology.tiny import make_random_transcoders, make_tiny_model
+    from llm_biology.testing import make_random_transcoders, make_tiny_model
     L, D, H, KV, M, DT, act = SIZES[size]
     folder = root / f"{size}-{L}x{D}x{DT}"
     if not (folder / "tc" / "config.yaml").exists():

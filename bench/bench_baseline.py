@@ -6,7 +6,7 @@ summing the teacher-forced log-probs of the answer tokens, division by the answe
 the package's token convention (the sink token first) so that only batching differs.
 
     python bench/bench_baseline.py                 # the demo model if data/demo/model exists, else the tiny one
-    python bench/bench_baseline.py --model tiny    # the random tiny Qwen3 from llm_biology.tiny (offline hub)
+    python bench/bench_baseline.py --model tiny    # the random tiny Qwen3 from llm_biology.testing (offline hub)
     python bench/bench_baseline.py --model random:8x512   # a random Qwen3 with 8 layers of width 512 (tiny tokenizer)
     python bench/bench_baseline.py --model qwen3-0.6b --device cuda
 """
@@ -75,12 +75,12 @@ def main(argv=None):
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}, device {a.device}")
     model = a.model or ("demo" if (ROOT / "data" / "demo" / "model").is_dir() else "tiny")
     if model == "tiny":
-        from llm_biology.tiny import tiny_hub
+        from llm_biology.testing import tiny_hub
         hub = tiny_hub()
         lm = load_model(hub.model_id, device=a.device, dtype="float32", cache_dir=hub.cache_dir)
     elif model.startswith("random:"):
         import tempfile
-        from llm_biology.tiny import make_tiny_model
+        from llm_biology.testing import make_tiny_model
         n_layers, d_model = (int(x) for x in model.split(":", 1)[1].split("x"))
         folder = make_tiny_model(Path(tempfile.mkdtemp()) / "random", n_layers=n_layers, d_model=d_model,
                                  n_heads=max(1, d_model // 64), n_kv_heads=max(1, d_model // 128),

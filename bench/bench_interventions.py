@@ -41,13 +41,13 @@ def open_model(name, device):
     from llm_biology.models import load_model
     from llm_biology.transcoders import load_transcoders
     if name == "tiny":
-        from llm_biology.tiny import tiny_hub
+        from llm_biology.testing import tiny_hub
         hub = tiny_hub()
         lm = load_model(hub.model_id, device=device, dtype="float32", cache_dir=hub.cache_dir)
         tcs = load_transcoders(hub.transcoder_ids["jumprelu"], device=device, dtype="float32", cache_dir=hub.cache_dir)
         return lm, tcs, Path(hub.folders["model"]), Path(hub.folders["jumprelu"])
     if name.startswith("random:"):
-        from llm_biology.tiny import make_tiny_model, make_random_transcoders
+        from llm_biology.testing import make_tiny_model, make_random_transcoders
         n_layers, d_model = (int(x) for x in name.split(":", 1)[1].split("x"))
         tmp = Path(tempfile.mkdtemp())
         folder = make_tiny_model(tmp / "model", n_layers=n_layers, d_model=d_model, n_heads=max(1, d_model // 64),

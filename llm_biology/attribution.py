@@ -8,247 +8,24 @@ Docs: https://llm-biology.github.io/llm_biology/attribution.html.md"""
 from __future__ import annotations
 import json, time
 from collections.abc import Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from .core import LLMBiologyError, atomic_write
+from .transcoders import activation_function, feature_threshold, streamed
+from .replacement import (LocalReplacement, ReplacementRun, hf_model, linearized_forward, model_parts,
+                                     replacement_forward)
+from .graphs import AttributionGraph, Target, influence_series, normalized_abs
 
 # %% auto #0
-__all__ = ['AttributionError', 'FrozenState', 'ReplacementRun', 'replacement_forward', 'LinearizedOutput', 'linearized_forward',
-           'ActiveFeatures', 'active_features', 'Target', 'resolve_targets', 'BehaviourTargets', 'behaviour_targets',
-           'AttributionGraph', 'attribute']
+__all__ = ['GRAPH_FILE_FORMAT', 'AttributionError', 'ActiveFeatures', 'active_features', 'resolve_targets', 'BehaviourTargets',
+           'behaviour_targets', 'save_graph', 'load_graph', 'attribute']
 
 # %% ../nbs/06_attribution.ipynb #c2d5a9e5
 class AttributionError(LLMBiologyError):
     """Bad input to the attribution engine: a model, transcoder set, prompt or target it cannot use."""
-
-# %% ../nbs/06_attribution.ipynb #817da30e
-def _unwrap(model):
-    "(hf_model, tokenizer or None) from a LanguageModel or a bare Hugging Face causal LM."
-    if isinstance(model, torch.nn.Module): return model, None
-    hf = getattr(model, "model", None)
-    if not isinstance(hf, torch.nn.Module):
-        raise AttributionError(f"Expected an llm_biology LanguageModel or a Hugging Face causal LM, got {type(model).__name__}.")
-    return hf, getattr(model, "tokenizer", None)
-
-def _parts(hf):
-    "(base model, decoder layers) of a Qwen3/Llama-style causal LM, or a clear error."
-    base = getattr(hf, "model", None); layers = getattr(base, "layers", None)
-    want = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
-    if (layers is None or not all(hasattr(base, a) for a in ("embed_tokens", "norm")) or not hasattr(hf, "lm_head")
-            or not all(hasattr(l, a) for l in layers for a in want)):
-        raise AttributionError(f"{type(hf).__name__} is not laid out like Qwen3 (model.embed_tokens, model.layers[l]."
-                               "{input_layernorm, self_attn, post_attention_layernorm, mlp}, model.norm, lm_head).")
-    norms = [base.norm] + [n for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)]
-    if not all(hasattr(n, "variance_epsilon") and hasattr(n, "weight") for n in norms):
-        raise AttributionError("The model's norms are not RMSNorms with `weight` and `variance_epsilon` (Qwen3, Llama); "
-                               "the attribution engine supports only those.")
-    return base, layers
-
-def _upcast(dtype):
-    "The dtype a norm or softmax computes in: float32, or wider if the model is wider."
-    return torch.promote_types(dtype, torch.float32)
-
-# %% ../nbs/06_attribution.ipynb #4bc986f3
-_ATTN_KEY = "llm_biology_frozen"
-_ACTIVE: list = []  # replacement contexts now entered, innermost last
-
-def _repeat_kv(x, n: int):
-    if n == 1: return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, n, t, d).reshape(b, h * n, t, d)
-
-def _frozen_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    "Eager attention whose pattern is a constant: detached, or replayed from a recorded run."
-    ctx = _ACTIVE[-1] if _ACTIVE else None
-    k, v = _repeat_kv(key, module.num_key_value_groups), _repeat_kv(value, module.num_key_value_groups)
-    if ctx is not None and ctx.frozen is not None:
-        pattern = ctx.frozen.patterns[module.layer_idx][..., : query.shape[2], : k.shape[2]]
-    else:
-        scores = torch.matmul(query, k.transpose(2, 3)) * scaling
-        if attention_mask is not None: scores = scores + attention_mask[:, :, :, : k.shape[-2]]
-        pattern = torch.softmax(scores, dim=-1, dtype=_upcast(query.dtype)).to(query.dtype).detach()
-        if ctx is not None: ctx.patterns[module.layer_idx] = pattern
-    return torch.matmul(pattern, v).transpose(1, 2).contiguous(), pattern
-
-def _register_attention():
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    AttentionInterface.register(_ATTN_KEY, _frozen_attention)
-    AttentionMaskInterface.register(_ATTN_KEY, eager_mask)
-
-# %% ../nbs/06_attribution.ipynb #63b8d8cc
-class FrozenState(NamedTuple):
-    """What the local replacement model holds constant, recorded on one prompt."""
-    input_ids: torch.Tensor  # (n_pos,)
-    patterns: dict           # layer -> attention pattern (1, n_heads, n_pos, n_pos)
-    scales: dict             # norm name ("final", "{l}.attn", "{l}.mlp") -> 1/rms (1, n_pos, 1)
-    mlp_in: list             # layer -> MLP input (1, n_pos, d_model)
-    mlp_out: list            # layer -> the real MLP output (1, n_pos, d_model)
-
-class _Replacement:
-    "Hooks that make a Hugging Face model its local replacement model while entered."
-    def __init__(self, hf, skips, frozen: FrozenState | None = None, mlp_deltas=None, embed_delta=None):
-        self.hf, self.skips, self.frozen = hf, skips, frozen
-        self.mlp_deltas, self.embed_delta = dict(mlp_deltas or {}), embed_delta
-        self.base, self.layers = _parts(hf)
-        self.patterns, self.scales = {}, {}
-        n = len(self.layers)
-        self.mlp_in, self.mlp_out, self.mlp_value = [None] * n, [None] * n, [None] * n
-        self.embed = self.final = None
-
-    def _skip(self, l, x):
-        w = self.skips[l]
-        return None if w is None else x @ w.T.to(x.dtype)
-
-    def _norm_hook(self, name):
-        def hook(mod, args, out):
-            x = args[0]; xf = x.to(_upcast(x.dtype))
-            if self.frozen is None:
-                scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon).detach()
-                self.scales[name] = scale
-            else: scale = self.frozen.scales[name][:, : x.shape[1]]
-            y = mod.weight * (xf * scale).to(x.dtype)
-            if name == "final": self.final = y
-            return y
-        return hook
-
-    def _mlp_hook(self, l):
-        def hook(mod, args, out):
-            x, skip = args[0], self._skip(l, args[0])
-            self.mlp_in[l], n = x, x.shape[1]
-            if self.frozen is None:  # the real output; the skip adds 0 in value and its path in gradient
-                self.mlp_value[l] = out.detach()
-                y = out.detach() if skip is None else out.detach() + (skip - skip.detach())
-            else:                    # the recorded output, the skip path live, plus any delta
-                y = self.frozen.mlp_out[l][:, :n]
-                if skip is not None: y = y + skip - self._skip(l, self.frozen.mlp_in[l][:, :n])
-                if l in self.mlp_deltas: y = y + self.mlp_deltas[l][:, :n].to(y)
-            if skip is None and torch.is_grad_enabled(): y = y.detach().requires_grad_()
-            self.mlp_out[l] = y
-            return y
-        return hook
-
-    def _embed_hook(self, mod, args, out):
-        y = out if self.frozen is None or self.embed_delta is None else out + self.embed_delta[:, : out.shape[1]].to(out)
-        if torch.is_grad_enabled(): y = y.detach().requires_grad_()
-        self.embed = y
-        return y
-
-    def __enter__(self):
-        _register_attention()
-        hs = [self.base.embed_tokens.register_forward_hook(self._embed_hook),
-              self.base.norm.register_forward_hook(self._norm_hook("final"))]
-        for l, layer in enumerate(self.layers):
-            hs += [layer.input_layernorm.register_forward_hook(self._norm_hook(f"{l}.attn")),
-                   layer.post_attention_layernorm.register_forward_hook(self._norm_hook(f"{l}.mlp")),
-                   layer.mlp.register_forward_hook(self._mlp_hook(l))]
-        self.handles, cfg = hs, self.hf.config
-        self.old_attn, cfg._attn_implementation = cfg._attn_implementation, _ATTN_KEY
-        self.old_grad = [(p, p.requires_grad) for p in self.hf.parameters()]
-        for p, _ in self.old_grad: p.requires_grad_(False)  # no graph for weights: only activations matter
-        _ACTIVE.append(self)
-        return self
-
-    def __exit__(self, *exc):
-        _ACTIVE.remove(self)
-        for h in self.handles: h.remove()
-        self.hf.config._attn_implementation = self.old_attn
-        for p, g in self.old_grad: p.requires_grad_(g)
-
-    def state(self, input_ids) -> FrozenState:
-        return FrozenState(input_ids, dict(self.patterns), dict(self.scales), [x.detach() for x in self.mlp_in],
-                           list(self.mlp_value))
-
-# %% ../nbs/06_attribution.ipynb #affbb0ed
-@contextmanager
-def _layer(transcoders, l: int):
-    "Transcoder `l` of the set, unloaded again on exit if it was not loaded before."
-    loaded = getattr(transcoders, "loaded", None)
-    was = loaded is None or l in loaded
-    try: yield transcoders[l]
-    finally:
-        if not was and hasattr(transcoders, "unload"): transcoders.unload(l)
-
-def _threshold(tc):
-    th = getattr(tc, "threshold", None)
-    if th is None: th = getattr(getattr(tc, "activation_function", None), "threshold", None)  # circuit-tracer's layout
-    return th
-
-def _check_transcoders(transcoders, n_layers: int, d_model: int):
-    "Raise unless `transcoders` covers layers 0..n_layers-1 at `mlp.hook_in` -> `mlp.hook_out` with width d_model."
-    hooks = (getattr(transcoders, "feature_input_hook", "mlp.hook_in"), getattr(transcoders, "feature_output_hook", "mlp.hook_out"))
-    if hooks != ("mlp.hook_in", "mlp.hook_out"):
-        raise AttributionError(f"The transcoders read {hooks[0]} and write {hooks[1]}; the engine supports only "
-                               "mlp.hook_in -> mlp.hook_out (per-layer transcoders of the MLP).")
-    opened = getattr(transcoders, "layers", None)
-    opened = set(opened) if isinstance(opened, (tuple, list)) else set(range(len(transcoders)))
-    missing = sorted(set(range(n_layers)) - opened)
-    if missing:
-        raise AttributionError(f"Attribution needs a transcoder for every layer 0..{n_layers - 1}; missing {missing}. "
-                               "Fix: load_transcoders(..., layers=None).")
-    dm = getattr(transcoders, "d_model", None)
-    if dm is None:
-        with _layer(transcoders, 0) as tc: dm = tc.W_enc.shape[-1]
-    if int(dm) != d_model:
-        raise AttributionError(f"The transcoders have d_model {dm} but the model has {d_model}: they belong to another model.")
-
-def _skip_weights(transcoders, n_layers: int, device, dtype) -> list:
-    has = getattr(transcoders, "has_skip", getattr(transcoders, "skip_connection", None))
-    if has is False: return [None] * n_layers
-    out = []
-    for l in range(n_layers):
-        with _layer(transcoders, l) as tc:
-            w = getattr(tc, "W_skip", None)
-            out.append(None if w is None else w.detach().to(device=device, dtype=dtype))
-    return out
-
-# %% ../nbs/06_attribution.ipynb #d7b142a7
-class ReplacementRun(NamedTuple):
-    """One forward pass of the local replacement model, kept in autograd's graph."""
-    input_ids: torch.Tensor  # (n_pos,)
-    embed: torch.Tensor      # (1, n_pos, d_model) token embeddings: a leaf that requires grad
-    mlp_in: list             # layer -> (1, n_pos, d_model) MLP input (mlp.hook_in), in the graph
-    mlp_out: list            # layer -> (1, n_pos, d_model) MLP output as the replacement writes it, in the graph
-    final: torch.Tensor      # (1, n_pos, d_model) final norm output, the unembedding's input
-    logits: torch.Tensor     # (n_pos, d_vocab), detached
-    frozen: FrozenState      # what is held constant, for `linearized_forward`
-    skips: list              # layer -> the transcoder's W_skip (d_model, d_model), or None
-
-def replacement_forward(model, input_ids, transcoders) -> ReplacementRun:
-    """Run the local replacement model on `input_ids`, keeping the graph from embeddings to MLP inputs and the final norm."""
-    hf, _ = _unwrap(model)
-    _, layers = _parts(hf)
-    p = next(hf.parameters())
-    ids = torch.as_tensor(input_ids).reshape(-1).to(p.device)
-    _check_transcoders(transcoders, len(layers), int(hf.config.hidden_size))
-    skips = _skip_weights(transcoders, len(layers), p.device, p.dtype)
-    with torch.enable_grad(), _Replacement(hf, skips) as rep:
-        out = hf(input_ids=ids[None], use_cache=False)
-    return ReplacementRun(ids, rep.embed, rep.mlp_in, rep.mlp_out, rep.final, out.logits[0].detach(), rep.state(ids), skips)
-
-# %% ../nbs/06_attribution.ipynb #f36793ac
-class LinearizedOutput(NamedTuple):
-    """Outputs of the linearized model."""
-    mlp_in: list          # layer -> (1, n_pos, d_model)
-    final: torch.Tensor   # (1, n_pos, d_model) final norm output
-    logits: torch.Tensor  # (n_pos, d_vocab)
-
-@torch.no_grad()
-def linearized_forward(model, state: FrozenState, transcoders, mlp_deltas: dict | None = None,
-                       embed_delta: torch.Tensor | None = None) -> LinearizedOutput:
-    """Forward the model with attention, norms and all MLPs frozen at `state`, plus additive deltas."""
-    hf, _ = _unwrap(model)
-    _, layers = _parts(hf)
-    p = next(hf.parameters())
-    skips = _skip_weights(transcoders, len(layers), p.device, p.dtype)
-    with _Replacement(hf, skips, frozen=state, mlp_deltas=mlp_deltas, embed_delta=embed_delta) as rep:
-        out = hf(input_ids=state.input_ids[None], use_cache=False)
-    return LinearizedOutput([x.detach() for x in rep.mlp_in], rep.final.detach(), out.logits[0])
 
 # %% ../nbs/06_attribution.ipynb #e06db19a
 class ActiveFeatures(NamedTuple):
@@ -260,9 +37,6 @@ class ActiveFeatures(NamedTuple):
     decoders: torch.Tensor  # (n_active, d_model) activation * W_dec rows
     errors: torch.Tensor    # (n_layers, n_pos, d_model) MLP output - reconstruction; 0 at position 0
     blocks: list            # (layer, pos, start, stop): runs of `index` sharing (layer, pos)
-
-def _activate(pre, threshold):
-    return torch.relu(pre) if threshold is None else pre * (pre > threshold)
 
 def _blocks(index) -> list:
     out, start = [], 0
@@ -278,12 +52,12 @@ def active_features(run: ReplacementRun, transcoders, dtype=torch.float32, zero_
     dev, n_layers = run.embed.device, len(run.mlp_in)
     parts = []
     for l in range(n_layers):
-        with _layer(transcoders, l) as tc:
+        with streamed(transcoders, l) as tc:
             cv = lambda t: None if t is None else t.detach().to(device=dev, dtype=dtype)
-            W_enc, th, W_skip = cv(tc.W_enc), cv(_threshold(tc)), cv(getattr(tc, "W_skip", None))
+            W_enc, th, W_skip = cv(tc.W_enc), cv(feature_threshold(tc)), cv(getattr(tc, "W_skip", None))
             x = run.frozen.mlp_in[l][0].to(dtype)
             pre = x @ W_enc.T + cv(tc.b_enc)
-            acts = _activate(pre, th); acts[:zero_positions] = 0
+            acts = activation_function(pre, th); acts[:zero_positions] = 0
             pos, feat = acts.nonzero(as_tuple=True)
             vals = acts[pos, feat]
             rows = (transcoders.decoder_rows(l, feat) if hasattr(transcoders, "decoder_rows") else tc.W_dec[feat.to(tc.W_dec.device)])
@@ -299,13 +73,6 @@ def active_features(run: ReplacementRun, transcoders, dtype=torch.float32, zero_
     return ActiveFeatures(index, vals, pre, enc, dec, errs, _blocks(index))
 
 # %% ../nbs/06_attribution.ipynb #1555df7f
-class Target(NamedTuple):
-    """An attribution target: a direction in the final norm's output space, read at the last position."""
-    name: str
-    direction: torch.Tensor | None = None  # (d_model,); None: the demeaned unembedding row of token_id
-    weight: float | None = 1.0             # influence weight; None: token_id's probability
-    token_id: int | None = None            # the vocabulary id of a logit target, else None
-
 def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=None) -> Target:
     n_vocab = logits_last.shape[-1]
     if not 0 <= int(token_id) < n_vocab:
@@ -318,7 +85,7 @@ def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=N
 def resolve_targets(model, logits_last: torch.Tensor, targets=None, tokenizer=None, max_n_logits: int = 10,
                     desired_logit_prob: float = 0.95) -> list[Target]:
     """Turn a target spec (None, token ids, single-token strings, `Target`s, or a dict name -> direction) into `Target`s."""
-    hf, tok = _unwrap(model); tok = tokenizer or tok
+    hf, tok = hf_model(model), tokenizer or getattr(model, "tokenizer", None)
     if targets is None:
         top_p, top_i = torch.topk(torch.softmax(logits_last, -1), max_n_logits)
         cut = int(torch.searchsorted(torch.cumsum(top_p, 0), desired_logit_prob)) + 1
@@ -371,7 +138,7 @@ class BehaviourTargets(NamedTuple):
 def behaviour_targets(lm, record, logit_weight: float | None = 0.0) -> BehaviourTargets:
     """Input ids and the correct-minus-incorrect target (plus both logits) for a record with prompt / correct / incorrect answers."""
     from llm_biology.models import answer_tokens
-    hf, tok = _unwrap(lm)
+    hf, tok = hf_model(lm), getattr(lm, "tokenizer", None)
     if tok is None: raise AttributionError("behaviour_targets needs a LanguageModel (model + tokenizer).")
     at = answer_tokens(tok, record.prompt, record.correct_answer, record.incorrect_answer)
     W = hf.lm_head.weight.detach()
@@ -381,142 +148,45 @@ def behaviour_targets(lm, record, logit_weight: float | None = 0.0) -> Behaviour
                             at.correct_id, at.incorrect_id)
 
 # %% ../nbs/06_attribution.ipynb #d672750c
-@dataclass
-class AttributionGraph:
-    """One prompt's attribution graph: nodes in adjacency order, edges stored as non-zero rows."""
-    input_ids: torch.Tensor          # (n_pos,)
-    active_features: torch.Tensor    # (n_active, 3) layer, pos, feature_idx of every active feature
-    activation_values: torch.Tensor  # (n_active,)
-    selected_features: torch.Tensor  # (n_features,) indices into active_features: the feature nodes
-    edges: torch.Tensor              # (n_features + n_targets, n_sources): rows of feature then target nodes
-    target_names: tuple              # (n_targets,) str
-    target_token_ids: tuple          # (n_targets,) vocabulary id, or None for a custom direction
-    target_weights: torch.Tensor     # (n_targets,) influence weights (a logit's probability)
-    target_directions: torch.Tensor  # (n_targets, d_model) in the final norm's output space
-    target_values: torch.Tensor      # (n_targets,) direction . final norm output at the last position
-    n_layers: int
-    prompt: str = ""
-    input_tokens: tuple = ()
-    vocab_size: int | None = None
-    scan: str = ""                   # the transcoder set's name
-    config: dict = field(default_factory=dict)
-
-    @property
-    def n_pos(self) -> int: return len(self.input_ids)
-    @property
-    def n_features(self) -> int: return len(self.selected_features)
-    @property
-    def n_targets(self) -> int: return len(self.target_names)
-    @property
-    def n_sources(self) -> int: return self.n_features + (self.n_layers + 1) * self.n_pos
-    @property
-    def n_nodes(self) -> int: return self.n_sources + self.n_targets
-    @property
-    def feature_nodes(self) -> torch.Tensor:
-        """(n_features, 3) layer, pos, feature_idx of each feature node."""
-        return self.active_features[self.selected_features]
-    @property
-    def activations(self) -> torch.Tensor:
-        """(n_features,) activation of each feature node."""
-        return self.activation_values[self.selected_features]
-    @property
-    def targets(self) -> list[Target]:
-        return [Target(n, v, float(w), t) for n, v, w, t in
-                zip(self.target_names, self.target_directions, self.target_weights.tolist(), self.target_token_ids)]
-
-    def slice(self, kind: str) -> slice:
-        """The node index range of one kind: 'feature', 'error', 'token' or 'target'."""
-        F, E, T = self.n_features, self.n_layers * self.n_pos, self.n_pos
-        s = {"feature": slice(0, F), "error": slice(F, F + E), "token": slice(F + E, F + E + T),
-             "target": slice(F + E + T, F + E + T + self.n_targets)}
-        if kind not in s: raise AttributionError(f"Unknown node kind {kind!r}; use one of {list(s)}.")
-        return s[kind]
-
-    @property
-    def node_ids(self) -> list[tuple]:
-        """One id per node, in adjacency order."""
-        L, T = self.n_layers, self.n_pos
-        return ([("feature", l, p, f) for l, p, f in self.feature_nodes.tolist()]
-                + [("error", l, p) for l in range(L) for p in range(T)] + [("token", p) for p in range(T)]
-                + [("target", n) for n in self.target_names])
-
-    def node_index(self, node_id: tuple) -> int:
-        """The adjacency index of `node_id`."""
-        kind = node_id[0]
-        if kind == "error": return self.slice("error").start + node_id[1] * self.n_pos + node_id[2]
-        if kind == "token": return self.slice("token").start + node_id[1]
-        if kind == "target" and node_id[1] in self.target_names: return self.slice("target").start + self.target_names.index(node_id[1])
-        if kind == "feature":
-            hit = (self.feature_nodes == torch.tensor(node_id[1:])).all(1).nonzero()
-            if len(hit): return int(hit[0])
-        raise AttributionError(f"No node {node_id!r} in this graph.")
-
-    def dense_adjacency(self) -> torch.Tensor:
-        """The square (n_nodes, n_nodes) adjacency: rows are targets, columns sources."""
-        A = torch.zeros(self.n_nodes, self.n_nodes, dtype=self.edges.dtype)
-        A[: self.n_features, : self.n_sources] = self.edges[: self.n_features]
-        A[self.slice("target"), : self.n_sources] = self.edges[self.n_features:]
-        return A
-
-    @property
-    def adjacency(self) -> torch.Tensor:
-        """`dense_adjacency()`, built on each access (use `edges` for big graphs)."""
-        return self.dense_adjacency()
-
-    def __repr__(self):
-        return (f"AttributionGraph(n_pos={self.n_pos}, features={self.n_features}/{len(self.active_features)} active, "
-                f"n_layers={self.n_layers}, targets={list(self.target_names)})")
-
-_GRAPH_FORMAT = 1
+GRAPH_FILE_FORMAT = "llm_biology.attribution_graph/2"
 _TENSORS = ("input_ids", "active_features", "activation_values", "selected_features", "edges", "target_weights",
             "target_directions", "target_values")
 
-def _save_graph(self: AttributionGraph, path) -> Path:
-    """Write the graph to one safetensors file (tensors + JSON metadata in its header)."""
+def save_graph(graph: AttributionGraph, path) -> Path:
+    """Write an engine graph to one safetensors file (tensors + JSON metadata in its header)."""
     from safetensors.torch import save
-    meta = dict(format=_GRAPH_FORMAT, target_names=list(self.target_names), target_token_ids=list(self.target_token_ids),
-                n_layers=self.n_layers, prompt=self.prompt, input_tokens=list(self.input_tokens),
-                vocab_size=self.vocab_size, scan=self.scan, config=self.config)
-    blob = save({k: getattr(self, k).detach().cpu().contiguous() for k in _TENSORS},
-                metadata={"llm_biology.graph": json.dumps(meta)})
+    meta = dict(format=GRAPH_FILE_FORMAT, target_names=list(graph.target_names), target_token_ids=list(graph.target_token_ids),
+                n_layers=graph.n_layers, prompt=graph.prompt, input_tokens=list(graph.input_tokens),
+                vocab_size=graph.vocab_size, scan=graph.scan, config=graph.config)
+    blob = save({k: getattr(graph, k).detach().cpu().contiguous() for k in _TENSORS if getattr(graph, k) is not None},
+                metadata={"llm_biology.graph": json.dumps(meta, allow_nan=False)})
     path = Path(path)
     with atomic_write(path, "wb") as f: f.write(blob)
     return path
 
-def _load_graph(cls, path) -> AttributionGraph:
-    """Read a graph written by `save`."""
+def load_graph(path) -> AttributionGraph:
+    """Read a graph written by `save_graph`."""
     from safetensors import safe_open
     path = Path(path)
     if not path.is_file(): raise AttributionError(f"No attribution graph at {path}: run attribution first.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["llm_biology.graph"])
-            t = {k: f.get_tensor(k) for k in _TENSORS}
+            t = {k: f.get_tensor(k) if k in f.keys() else None for k in _TENSORS}
     except Exception as e:
-        raise AttributionError(f"{path} is not an attribution graph written by AttributionGraph.save ({e}); re-run attribution.") from e
-    if meta.get("format", 0) > _GRAPH_FORMAT:
-        raise AttributionError(f"{path} has graph format {meta['format']}; this llm_biology reads up to {_GRAPH_FORMAT}. Upgrade it.")
-    return cls(**t, target_names=tuple(meta["target_names"]), target_token_ids=tuple(meta["target_token_ids"]),
-               n_layers=meta["n_layers"], prompt=meta["prompt"], input_tokens=tuple(meta["input_tokens"]),
-               vocab_size=meta["vocab_size"], scan=meta["scan"], config=meta["config"])
-
-AttributionGraph.save = _save_graph
-AttributionGraph.load = classmethod(_load_graph)
+        raise AttributionError(f"{path} is not an attribution graph written by save_graph ({e}); re-run attribution.") from e
+    if meta.get("format") != GRAPH_FILE_FORMAT:
+        raise AttributionError(f"{path} has graph format {meta.get('format')!r}; this llm_biology reads {GRAPH_FILE_FORMAT}. "
+                               "Re-run attribution.")
+    return AttributionGraph(**t, target_names=tuple(meta["target_names"]), target_token_ids=tuple(meta["target_token_ids"]),
+                            n_layers=meta["n_layers"], prompt=meta["prompt"], input_tokens=tuple(meta["input_tokens"]),
+                            vocab_size=meta["vocab_size"], scan=meta["scan"], config=meta["config"])
 
 # %% ../nbs/06_attribution.ipynb #4e659a3e
-def _influence(rows, row_nodes, target_weights, n_sources: int, max_iter: int = 128) -> torch.Tensor:
+def _influence(rows, row_nodes, target_weights) -> torch.Tensor:
     "Influence of each source on the weighted targets from the rows so far (row_nodes: source index, or -1 for a target row)."
-    A = rows.abs()
-    A /= A.sum(1, keepdim=True).clamp(min=1e-8)
-    is_t, is_f = row_nodes < 0, row_nodes >= 0
-    w = torch.zeros(len(rows), dtype=A.dtype); w[is_t] = target_weights.to(A.dtype)
-    influence = torch.zeros(n_sources, dtype=A.dtype)
-    for _ in range(max_iter):
-        prod = w @ A
-        if not prod.any(): return influence
-        influence += prod
-        w = torch.zeros_like(w); w[is_f] = prod[row_nodes[is_f]]
-    raise AttributionError("Influence did not converge: the graph has a cycle, which a causal model cannot produce.")
+    w = torch.zeros(len(rows), dtype=rows.dtype); w[row_nodes < 0] = target_weights.to(rows.dtype)
+    return influence_series(normalized_abs(rows), w, row_nodes)
 
 # %% ../nbs/06_attribution.ipynb #016ee140
 class _Engine:
@@ -537,7 +207,7 @@ class _Engine:
         if n == self.n_pos: return self.run
         if self.prefix is None or self.prefix[0] != n:
             t0 = time.perf_counter(); self.prefix = None
-            with torch.enable_grad(), _Replacement(self.hf, self.run.skips, frozen=self.run.frozen) as rep:
+            with torch.enable_grad(), LocalReplacement(self.hf, replay=self.run.frozen, skips=self.run.skips, leaves=True) as rep:
                 self.hf.model(input_ids=self.run.input_ids[None, :n], use_cache=False)
             self.prefix = (n, rep); self.time["prefix_forward"] += time.perf_counter() - t0
         return self.prefix[1]
@@ -615,7 +285,7 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
     """The attribution graph of `prompt` (text: sink prepended; or token ids as given) to `targets` (None: top logits)."""
     _check_args(max_n_logits, desired_logit_prob, max_feature_nodes, batch_size, update_interval)
     t_start = time.perf_counter()
-    hf, tok = _unwrap(model); tok = tokenizer or tok
+    hf, tok = hf_model(model), tokenizer or getattr(model, "tokenizer", None)
     ids = _input_ids(prompt, model, tok)
     run = replacement_forward(hf, ids, transcoders)
     t_fwd = time.perf_counter()
@@ -642,7 +312,7 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
         while n_vis < n_feat:
             t0 = time.perf_counter()
             used = torch.cat([torch.arange(n_feat, n_feat + n_t), torch.arange(n_vis)])
-            infl = _influence(edges[used], row_nodes[used], weights, eng.n_sources)
+            infl = _influence(edges[used], row_nodes[used], weights)
             rank = torch.argsort(infl[:n_active], descending=True)
             queue = rank[~visited[rank]][: min(update_interval * batch_size, n_feat - n_vis)]
             t_infl += time.perf_counter() - t0

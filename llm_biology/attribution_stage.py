@@ -8,6 +8,7 @@ Docs: https://llm-biology.github.io/llm_biology/attribution_stage.html.md"""
 from __future__ import annotations
 import io, time, warnings
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,9 +19,9 @@ import torch
 
 from . import attribution
 from .core import LLMBiologyError, MODEL_REGISTRY, RunConfig, atomic_write, model_paths, save_figure
-from .graphs import (aggregate_graphs, as_graph_data, frontend_graph, influence_series, normalized_abs,
-                                prompt_graph, prune, target_weight_vector, write_frontend_graph, write_graph_json,
-                                write_graphml, _target_position)
+from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph, frontend_graph,
+                                influence_series, normalized_abs, prompt_graph, prune, target_weight_vector,
+                                write_frontend_graph, write_graph_json, write_graphml, _target_position)
 from .models import load_model
 from .prompts import read_jsonl
 from .transcoders import load_transcoders, check_fits
@@ -32,7 +33,7 @@ __all__ = ['SCORE_COLUMNS', 'layer_profile', 'plot_layer_profile', 'plot_top_fea
 # %% ../nbs/07a_attribution_stage.ipynb #7065e4a0
 def layer_profile(graph, target: int | str = 0, device=None) -> pd.DataFrame:
     """Per (layer, kind): summed |direct effect| on the behaviour target, its signed sum, and summed influence (layer -1 = embeddings)."""
-    gd = as_graph_data(graph)
+    gd = as_graph(graph)
     t_idx = gd.index("target")
     k = _target_position(gd, target)
     one_hot = torch.zeros(len(t_idx)); one_hot[k] = 1.0
@@ -182,7 +183,7 @@ def attribute_record(lm, transcoders, record, max_feature_nodes: int | None = No
     """(engine graph, GraphData) of one prompt record, attributed to its behaviour targets."""
     bt = attribution.behaviour_targets(lm, record)
     g = attribution.attribute(lm, transcoders, bt.input_ids, targets=bt.targets, max_feature_nodes=max_feature_nodes, **kwargs)
-    return g, as_graph_data(g, lm.tokenizer)._replace(prompt=record.prompt)
+    return g, replace(as_graph(g, lm.tokenizer), prompt=record.prompt)
 
 def _prompt_row(i, rec, g, gd, pr, G, seconds) -> dict:
     values = getattr(g, "target_values", None)
@@ -239,19 +240,19 @@ def run_attribution(cfg: RunConfig, lm=None, transcoders=None, save_raw: bool = 
                         incorrect_answer=rec.incorrect_answer, label=getattr(rec, "label", ""), model=cfg.model)
             G = prompt_graph(gd, pr, 0, cfg.node_threshold, cfg.edge_threshold, meta, device=cfg.device)
             _label_outputs(G, lm.tokenizer)
-            files[f"prompt_{i}"] = write_graph_json(G, out / f"prompt_{i}.json")
+            files[f"prompt_{i}"] = write_graph_json(G, out / f"prompt_{i}.json", PROMPT_GRAPH_FORMAT)
             files[f"prompt_{i}_frontend"] = write_frontend_graph(
                 frontend_graph(gd, pr, f"prompt_{i}_frontend", scan, cfg.node_threshold, cfg.edge_threshold),
                 out / f"prompt_{i}_frontend.json")
-            if save_raw and hasattr(g, "save"): files[f"prompt_{i}_raw"] = g.save(out / f"prompt_{i}.safetensors")
+            if save_raw: files[f"prompt_{i}_raw"] = attribution.save_graph(g, out / f"prompt_{i}.safetensors")
             graphs.append(G); profs.append(layer_profile(gd, device=cfg.device).assign(prompt_idx=i))
             rows.append(_prompt_row(i, rec, g, gd, pr, G, time.perf_counter() - t0))
         if not graphs: raise StageError(f"No prompt of {b} could be attributed (see the warnings): check the prompt file.")
         agg = aggregate_graphs(graphs, cfg.feature_frequency_threshold, dict(
             behaviour=b, split=cfg.split, model=cfg.model, transcoders=scan, node_threshold=cfg.node_threshold,
             edge_threshold=cfg.edge_threshold, max_feature_nodes=cfg.max_feature_nodes or -1, behaviour_target="correct-incorrect"))
-        files["graphml"] = write_graphml(agg, out / f"attribution_graph_{cfg.split}.graphml")
-        files["json"] = write_graph_json(agg, out / f"attribution_graph_{cfg.split}.json")
+        files["graphml"] = write_graphml(agg, out / f"attribution_graph_{cfg.split}.graphml", AGGREGATED_GRAPH_FORMAT)
+        files["json"] = write_graph_json(agg, out / f"attribution_graph_{cfg.split}.json", AGGREGATED_GRAPH_FORMAT)
         scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
         with atomic_write(out / f"scores_{cfg.split}.csv", newline="") as f:  # no wall times: same inputs, same bytes
             scores.drop(columns="seconds").to_csv(f, index=False)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .core import (LLMBiologyError, BEHAVIOURS, REPO_ROOT, get_behaviour_spec, read_json, write_json)
 from .prompts import (GRAMMAR_SUBJECTS, VERB_PAIRS, CAPITALS, SENTIMENT_WORDS, SENTIMENT_TOPICS,
                                  prompt_pool, generate_prompts)
-from .tiny import build_qwen_tokenizer, tiny_qwen3_config
+from .testing import build_qwen_tokenizer, tiny_qwen3_config
 from .models import LanguageModel, logprob_diffs
 from .transcoders import Transcoder, save_transcoders, load_transcoders, reconstruction_metrics
 

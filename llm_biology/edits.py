@@ -6,8 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/edits.html.md"""
 
 # %% ../nbs/07b_edits.ipynb #bec487cb
 from __future__ import annotations
-import importlib
-from contextlib import contextmanager, ExitStack
+from functools import partial
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -15,10 +14,11 @@ import torch
 
 from .core import LLMBiologyError
 from .models import LanguageModel, pad_right, answer_tokens
-from .transcoders import TranscoderSet
+from .transcoders import FeatureRows, TranscoderSet, activation_function
+from .replacement import LocalReplacement, skip_weights
 
 # %% auto #0
-__all__ = ['EDIT_MODES', 'FROZEN_ATTENTION', 'InterventionError', 'FeatureEdit', 'LayerEdit', 'feature_edit', 'edited_logits',
+__all__ = ['EDIT_MODES', 'InterventionError', 'FeatureEdit', 'LayerEdit', 'feature_edit', 'edited_logits',
            'intervened_logit_diffs']
 
 # %% ../nbs/07b_edits.ipynb #4fa4f8d6
@@ -120,23 +120,18 @@ def _layer_plan(l: int, a: dict, D: int, device) -> _LayerPlan:
                       f32("scale"), f32("shift"), lrp.to(device), f32("lscale"), lshift)
 
 # %% ../nbs/07b_edits.ipynb #dd9a83b2
-def _feature_acts(tc, pre: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-    "The activation function of features `feat` at their pre-activations `pre` (JumpReLU or ReLU)."
-    if tc.threshold is None: return torch.relu(pre)
-    return pre * (pre > tc.threshold[feat].float())
-
-def _edit_delta(tc, plan: _LayerPlan, x: torch.Tensor) -> torch.Tensor:
+def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tc=None) -> torch.Tensor:
     "The change [B*T, d_model] (float32) that `plan` makes to the MLP output, given MLP inputs `x` [B, T, d_model]."
     B, T, d = x.shape
     xf = x.reshape(B * T, d)
     delta = torch.zeros(B * T, d, dtype=torch.float32, device=x.device)
-    if plan.rp.numel():
-        pre = (xf[plan.rp].float() @ tc.W_enc[plan.fu].float().T)[plan.rp_inv, plan.f_inv] + tc.b_enc[plan.feat].float()
-        old = _feature_acts(tc, pre, plan.feat)
+    if plan.rp.numel():   # rows: the entries of the plan's features `fu`, in that order
+        pre = (xf[plan.rp].float() @ rows.W_enc.float().T)[plan.rp_inv, plan.f_inv] + rows.b_enc.float()[plan.f_inv]
+        old = activation_function(pre, None if rows.threshold is None else rows.threshold.float()[plan.f_inv])
         M = torch.zeros(len(plan.rp), len(plan.fu), dtype=torch.float32, device=x.device)
         M.index_put_((plan.rp_inv, plan.f_inv), (plan.scale - 1.0) * old + plan.shift, accumulate=True)
-        delta.index_add_(0, plan.rp, M @ tc.W_dec[plan.fu].float())
-    if plan.lrp.numel():
+        delta.index_add_(0, plan.rp, M @ rows.W_dec.float())
+    if plan.lrp.numel():  # a whole layer: the full encoder
         acts = tc.encode(xf[plan.lrp]).float()
         d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
         nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
@@ -144,94 +139,27 @@ def _edit_delta(tc, plan: _LayerPlan, x: torch.Tensor) -> torch.Tensor:
     return delta
 
 # %% ../nbs/07b_edits.ipynb #98106041
-class _AttentionState:
-    mode: str | None = None   # "record" | "replay" | None
-    probs: dict = {}          # attention module -> [batch, heads, T, T] patterns of the clean pass
-    rows: torch.Tensor | None = None  # clean-pass row of each edited row
+def _feature_rows(tcs, edit_sets: list, device) -> dict:
+    "layer -> (sorted feature indices, their FeatureRows) over every FeatureEdit of `edit_sets`."
+    feats: dict = {}
+    for edits in edit_sets:
+        for e in edits:
+            if isinstance(e, FeatureEdit): feats.setdefault(int(e.layer), set()).add(int(e.feature_idx))
+    out = {}
+    for l, fs in feats.items():
+        idx = torch.tensor(sorted(fs), dtype=torch.long)
+        if l not in tcs or not all(0 <= f < tcs.d_transcoder for f in fs): continue   # `_plan` names the problem
+        r = tcs.feature_rows(l, idx) if hasattr(tcs, "feature_rows") else FeatureRows(
+            tcs[l].W_enc[idx], tcs[l].W_dec[idx], tcs[l].b_enc[idx], None if tcs[l].threshold is None else tcs[l].threshold[idx])
+        out[l] = (idx.to(device), FeatureRows(*(None if t is None else t.to(device) for t in r)))
+    return out
 
-_ATTN = _AttentionState()
-FROZEN_ATTENTION = "llm_biology_frozen"  # the name registered with transformers' AttentionInterface
-
-def _frozen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    "Attention that records its patterns (mode 'record', eager) or replays the recorded ones ('replay')."
-    if _ATTN.mode == "record":
-        eager = getattr(importlib.import_module(type(module).__module__), "eager_attention_forward", None)
-        if eager is None: raise InterventionError(f"{type(module).__name__} has no eager_attention_forward beside it, "
-                                                  "so its attention patterns cannot be frozen; use freeze_attention=False.")
-        out, w = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-        _ATTN.probs[module] = w
-        return out, w
-    P = _ATTN.probs[module][_ATTN.rows]
-    B, Hkv, T, hd = value.shape
-    v = value[:, :, None].expand(B, Hkv, P.shape[1] // Hkv, T, hd).reshape(B, P.shape[1], T, hd)  # grouped-query heads
-    return torch.matmul(P.to(v.dtype), v).transpose(1, 2).contiguous(), P
-
-# %% ../nbs/07b_edits.ipynb #ecf13208
-_REGISTERED = []
-
-@contextmanager
-def _attention_mode(model, mode: str, rows=None):
-    "Run `model` with the recording / replaying attention function (restoring its own afterwards)."
-    if not _REGISTERED:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
-        AttentionInterface.register(FROZEN_ATTENTION, _frozen_attention)
-        AttentionMaskInterface.register(FROZEN_ATTENTION, eager_mask)
-        _REGISTERED.append(True)
-    old = model.config._attn_implementation
-    model.config._attn_implementation = FROZEN_ATTENTION
-    _ATTN.mode, _ATTN.rows = mode, rows
-    if mode == "record": _ATTN.probs = {}
-    try: yield
-    finally:
-        model.config._attn_implementation = old
-        _ATTN.mode, _ATTN.rows = None, None
-
-def _norm_modules(lm) -> list:
-    "The RMSNorms that direct-effect mode freezes: each layer's `*layernorm` children and the final norm."
-    mods = [m for layer in lm.layers for n, m in layer.named_children() if n.endswith("layernorm")]
-    final = getattr(lm.model.model, "norm", None)
-    return mods + ([final] if final is not None else [])
-
-def _rms_scale(module, x: torch.Tensor) -> torch.Tensor:
-    "The RMSNorm denominator `rsqrt(mean(x^2) + eps)` that `module` applies to `x` (float32)."
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-    if eps is None: raise InterventionError(f"{type(module).__name__} has no eps attribute; cannot freeze its denominator.")
-    return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
-
-# %% ../nbs/07b_edits.ipynb #2fc24b46
-class _Clean(NamedTuple):
-    mlp_in: dict
-    mlp_out: dict
-    scales: dict
-
-def _clean_pass(lm, seqs, layers_io: list[int], freeze_norms: bool) -> _Clean:
-    "Record attention patterns, norm denominators and the MLP in/outputs of `layers_io` on `seqs`."
-    ins, outs, scales = {}, {}, {}
-    b = pad_right(seqs, lm.sink_id, lm.device)
-    with ExitStack() as st:
-        for l in layers_io:
-            def keep(m, a, o, l=l): ins[l], outs[l] = a[0], o
-            st.callback(lm.mlp(l).register_forward_hook(keep).remove)
-        if freeze_norms:
-            for m in _norm_modules(lm):
-                st.callback(m.register_forward_hook(lambda m, a, o: scales.__setitem__(m, _rms_scale(m, a[0]))).remove)
-        st.enter_context(_attention_mode(lm.model, "record"))
-        lm.model.model(**b.model_inputs())  # the decoder only: no logits needed
-    return _Clean(ins, outs, scales)
-
-# %% ../nbs/07b_edits.ipynb #abd89f82
-def _mlp_hook(l, tc, plan, constrained: bool, clean, src):
-    "The forward hook of layer `l`'s MLP: add the plan's deltas (on top of the clean output if constrained)."
-    def hook(module, args, out):
-        x = args[0]
-        if constrained:
-            x_old, base = clean.mlp_in[l][src], clean.mlp_out[l][src]
-            if tc.W_skip is not None: base = base + (tc.skip(x) - tc.skip(x_old)).to(base.dtype)
-        else: x_old, base = x, out
-        if plan is None: return base
-        return base + _edit_delta(tc, plan, x_old).reshape(base.shape).to(base.dtype)
-    return hook
+def _plan_rows(rows_of_layer, plan: _LayerPlan) -> FeatureRows | None:
+    "The FeatureRows of a plan's features, picked from the call's rows of that layer."
+    if rows_of_layer is None or not plan.fu.numel(): return None
+    idx, r = rows_of_layer
+    j = torch.searchsorted(idx, plan.fu)
+    return FeatureRows(*(None if t is None else t[j] for t in r))
 
 def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets: list, freeze_attention: bool = False,
                     constrained_layers=None, batch_size: int = 8):
@@ -244,6 +172,15 @@ def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets
     if tcs.device.type != lm.device.type or (tcs.device.index or 0) != (lm.device.index or 0):
         raise InterventionError(f"The transcoders are on {tcs.device} but the model on {lm.device}: load them with device={lm.device}.")
     seqs = [torch.as_tensor(s, dtype=torch.long).flatten().cpu() for s in seqs]
+    rows_by_layer = _feature_rows(tcs, edit_sets, lm.device)
+    skips = skip_weights(tcs, constrained, lm.device, torch.float32) if constrained else {}
+    was_loaded = set(getattr(tcs, "loaded", ()))
+    try:
+        yield from _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips)
+    finally:  # a whole layer read for a LayerEdit is freed again: the call holds at most what it found loaded
+        for l in set(getattr(tcs, "loaded", ())) - was_loaded: tcs.unload(l)
+
+def _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips):
     with torch.no_grad():
         for s in range(0, len(seqs), batch_size):
             rows = seqs[s:s + batch_size]
@@ -252,21 +189,19 @@ def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets
             outside = sorted(l for l in plans if constrained and l not in constrained)
             if outside: raise InterventionError(f"Edits at layers {outside} lie outside constrained_layers {constrained}: "
                                                 "in direct-effect mode only constrained layers can be edited.")
+            deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tc=tcs[l] if p.lrp.numel() else None)
+                      for l, p in plans.items()}
             clean = src = None
             if freeze:
                 keys = [tuple(r.tolist()) for r in rows]
                 uniq = list(dict.fromkeys(keys))
                 src = torch.tensor([uniq.index(k) for k in keys], device=lm.device)
-                clean = _clean_pass(lm, [torch.tensor(k) for k in uniq], constrained, freeze_norms)
-            with ExitStack() as st:
-                for l in sorted(set(plans) | set(constrained)):
-                    hook = _mlp_hook(l, tcs[l], plans.get(l), l in constrained, clean, src)
-                    st.callback(lm.mlp(l).register_forward_hook(hook).remove)
-                if freeze_norms:
-                    for m in _norm_modules(lm):
-                        rescale = lambda m, a, o: o * (clean.scales[m][src] / _rms_scale(m, a[0])).to(o.dtype)
-                        st.callback(m.register_forward_hook(rescale).remove)
-                if freeze: st.enter_context(_attention_mode(lm.model, "replay", src))
+                ub = pad_right([torch.tensor(k) for k in uniq], lm.sink_id, lm.device)
+                with LocalReplacement(lm.model, norms=freeze_norms, mlps=constrained) as rec:
+                    lm.model.model(**ub.model_inputs())  # the decoder only: no logits needed
+                clean = rec.state(ub.input_ids)
+            with LocalReplacement(lm.model, replay=clean, rows=src, attention=freeze, norms=freeze_norms,
+                                  mlps=constrained if freeze else (), skips=skips, mlp_deltas=deltas):
                 logits = lm.model(**b.model_inputs()).logits.float()
             yield s, b, logits
 

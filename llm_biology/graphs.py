@@ -6,8 +6,9 @@ Docs: https://llm-biology.github.io/llm_biology/graphs.html.md"""
 
 # %% ../nbs/07_graphs.ipynb #0e2c8089
 from __future__ import annotations
-import json, math
+import json, math, re
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -18,11 +19,13 @@ import torch
 from .core import LLMBiologyError, atomic_write, write_json, read_json
 
 # %% auto #0
-__all__ = ['NODE_KINDS', 'FEATURE_COLUMNS', 'GraphError', 'GraphData', 'as_graph_data', 'normalized_abs', 'influence_series',
-           'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share', 'PruneResult', 'prune',
-           'graph_scores', 'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json',
-           'write_graphml', 'read_graphml', 'frontend_graph', 'write_frontend_graph', 'aggregate_graphs',
-           'feature_table', 'virtual_weights']
+__all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEATURE_COLUMNS', 'GraphError', 'Target',
+           'AttributionGraph', 'graph_from_adjacency', 'as_graph', 'node_id', 'parse_node_id', 'normalized_abs',
+           'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
+           'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
+           'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
+           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'write_frontend_graph', 'aggregate_graphs',
+           'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -30,105 +33,212 @@ class GraphError(LLMBiologyError):
 
 NODE_KINDS = ("feature", "error", "token", "target")
 
-class GraphData(NamedTuple):
-    """An attribution graph as plain arrays, nodes in adjacency order; adjacency[target, source] = direct effect."""
-    adjacency: torch.Tensor      # (n, n) float
-    node_ids: list               # one tuple per node (see the table above)
-    target_weights: torch.Tensor # (n_targets,) weight of each target node in influence (a logit's probability)
-    activations: torch.Tensor    # (n_features,) activation of each feature node, in node order
-    input_ids: torch.Tensor      # (n_pos,) token ids
+class Target(NamedTuple):
+    """An attribution target: a direction in the final norm's output space, read at the last position."""
+    name: str
+    direction: torch.Tensor | None = None  # (d_model,); None: the demeaned unembedding row of token_id
+    weight: float | None = 1.0             # influence weight; None: token_id's probability
+    token_id: int | None = None            # the vocabulary id of a logit target, else None
+
+# %% ../nbs/07_graphs.ipynb #8ebd11f8
+@dataclass
+class AttributionGraph:
+    """One prompt's attribution graph: nodes in adjacency order, edges stored as non-zero rows."""
+    input_ids: torch.Tensor          # (n_pos,)
+    active_features: torch.Tensor    # (n_active, 3) layer, pos, feature_idx of every active feature
+    activation_values: torch.Tensor  # (n_active,)
+    selected_features: torch.Tensor  # (n_features,) indices into active_features: the feature nodes
+    edges: torch.Tensor              # (n_features + n_targets, n_sources): rows of feature then target nodes
+    target_names: tuple              # (n_targets,) str
+    target_token_ids: tuple          # (n_targets,) vocabulary id, or None for a custom direction
+    target_weights: torch.Tensor     # (n_targets,) influence weights (a logit's probability)
+    target_directions: torch.Tensor | None  # (n_targets, d_model) in the final norm's output space, if known
+    target_values: torch.Tensor | None      # (n_targets,) direction . final norm output at the last position
     n_layers: int
-    target_token_ids: tuple = () # vocab id of each target, None for a custom direction
-    input_tokens: tuple = ()     # decoded input tokens
     prompt: str = ""
+    input_tokens: tuple = ()
     vocab_size: int | None = None
-    scan: str = ""               # the transcoder set's name
-
-    def kind_mask(self, *kinds: str) -> torch.Tensor:
-        """Boolean mask over nodes whose kind is one of `kinds`."""
-        return torch.tensor([nid[0] in kinds for nid in self.node_ids], dtype=torch.bool)
-
-    def index(self, kind: str) -> torch.Tensor:
-        """Node indices of one kind, in adjacency order."""
-        return self.kind_mask(kind).nonzero().flatten()
+    scan: str = ""                   # the transcoder set's name
+    config: dict = field(default_factory=dict)
+    _dense: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_pos(self) -> int: return len(self.input_ids)
+    @property
+    def n_features(self) -> int: return len(self.selected_features)
+    @property
+    def n_targets(self) -> int: return len(self.target_names)
+    @property
+    def n_sources(self) -> int: return self.n_features + (self.n_layers + 1) * self.n_pos
+    @property
+    def n_nodes(self) -> int: return self.n_sources + self.n_targets
+    @property
+    def feature_nodes(self) -> torch.Tensor:
+        """(n_features, 3) layer, pos, feature_idx of each feature node."""
+        return self.active_features[self.selected_features]
+    @property
+    def activations(self) -> torch.Tensor:
+        """(n_features,) activation of each feature node."""
+        return self.activation_values[self.selected_features]
+    @property
+    def targets(self) -> list[Target]:
+        """The targets, as `Target`s."""
+        dirs = self.target_directions if self.target_directions is not None else [None] * self.n_targets
+        return [Target(n, v, float(w), t) for n, v, w, t in
+                zip(self.target_names, dirs, self.target_weights.tolist(), self.target_token_ids)]
 
-# %% ../nbs/07_graphs.ipynb #8ebd11f8
-def _check(gd: GraphData) -> GraphData:
-    A, ids = gd.adjacency, gd.node_ids
-    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] != len(ids):
-        raise GraphError(f"The adjacency must be square with one row per node: got {tuple(A.shape)} for {len(ids)} "
-                         "node ids. Pass the dense (n_nodes, n_nodes) matrix in node_ids order.")
-    bad = sorted({str(n[0]) for n in ids if not isinstance(n, tuple) or n[0] not in NODE_KINDS})
-    if bad: raise GraphError(f"Unknown node kind(s) {bad}: node ids are tuples whose first item is one of {NODE_KINDS}.")
-    n_t, n_f = int(gd.kind_mask("target").sum()), int(gd.kind_mask("feature").sum())
+    def slice(self, kind: str) -> slice:
+        """The node index range of one kind: 'feature', 'error', 'token' or 'target'."""
+        F, E, T = self.n_features, self.n_layers * self.n_pos, self.n_pos
+        s = {"feature": slice(0, F), "error": slice(F, F + E), "token": slice(F + E, F + E + T),
+             "target": slice(F + E + T, F + E + T + self.n_targets)}
+        if kind not in s: raise GraphError(f"Unknown node kind {kind!r}; use one of {list(s)}.")
+        return s[kind]
+
+    def kind_mask(self, *kinds: str) -> torch.Tensor:
+        """Boolean mask over nodes whose kind is one of `kinds`."""
+        m = torch.zeros(self.n_nodes, dtype=torch.bool)
+        for k in kinds: m[self.slice(k)] = True
+        return m
+
+    def index(self, kind: str) -> torch.Tensor:
+        """Node indices of one kind, in adjacency order."""
+        s = self.slice(kind)
+        return torch.arange(s.start, s.stop)
+
+    @property
+    def node_ids(self) -> list[tuple]:
+        """One id per node, in adjacency order (see Node ids)."""
+        L, T = self.n_layers, self.n_pos
+        return ([("feature", l, p, f) for l, p, f in self.feature_nodes.tolist()]
+                + [("error", l, p) for l in range(L) for p in range(T)] + [("token", p) for p in range(T)]
+                + [("target", n) for n in self.target_names])
+
+    def node_index(self, node: tuple) -> int:
+        """The adjacency index of a node (tuple form)."""
+        kind = node[0]
+        if kind == "error": return self.slice("error").start + node[1] * self.n_pos + node[2]
+        if kind == "token": return self.slice("token").start + node[1]
+        if kind == "target" and node[1] in self.target_names: return self.slice("target").start + self.target_names.index(node[1])
+        if kind == "feature":
+            hit = (self.feature_nodes == torch.tensor(node[1:])).all(1).nonzero()
+            if len(hit): return int(hit[0])
+        raise GraphError(f"No node {node!r} in this graph.")
+
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """The square (n_nodes, n_nodes) adjacency, rows targets and columns sources (built once, then cached)."""
+        if self._dense is None:
+            A = torch.zeros(self.n_nodes, self.n_nodes, dtype=self.edges.dtype)
+            A[: self.n_features, : self.n_sources] = self.edges[: self.n_features]
+            A[self.slice("target"), : self.n_sources] = self.edges[self.n_features:]
+            self._dense = A
+        return self._dense
+
+    def __repr__(self):
+        return (f"AttributionGraph(n_pos={self.n_pos}, features={self.n_features}/{len(self.active_features)} active, "
+                f"n_layers={self.n_layers}, targets={list(self.target_names)})")
+
+# %% ../nbs/07_graphs.ipynb #06adf202
+def graph_from_adjacency(adjacency: torch.Tensor, feature_nodes, activations, input_ids, n_layers: int,
+                         target_names: Sequence[str], target_weights, target_token_ids: Sequence | None = None,
+                         **meta) -> AttributionGraph:
+    """An `AttributionGraph` from a dense (n_nodes, n_nodes) adjacency in node order (features, errors, tokens, targets)."""
+    A = torch.as_tensor(adjacency).detach().float().cpu()
+    feats = torch.as_tensor(feature_nodes, dtype=torch.long).reshape(-1, 3)
+    F, T, n_t = len(feats), len(input_ids), len(target_names)
+    n = F + (n_layers + 1) * T + n_t
+    if A.ndim != 2 or tuple(A.shape) != (n, n):
+        raise GraphError(f"The adjacency must be square with one row per node: got {tuple(A.shape)} for {n} nodes "
+                         f"({F} features, {n_layers} x {T} errors, {T} tokens, {n_t} targets).")
     if n_t == 0: raise GraphError("The graph has no target node: attribute to at least one target.")
-    if len(gd.target_weights) != n_t:
-        raise GraphError(f"{len(gd.target_weights)} target weights for {n_t} target nodes: give one weight per target.")
-    if len(gd.activations) != n_f:
-        raise GraphError(f"{len(gd.activations)} activations for {n_f} feature nodes: give one per feature node.")
-    return gd
+    w = torch.as_tensor(target_weights, dtype=torch.float32).reshape(-1)
+    if len(w) != n_t: raise GraphError(f"{len(w)} target weights for {n_t} targets: give one weight per target.")
+    acts = torch.as_tensor(activations, dtype=torch.float32).reshape(-1)
+    if len(acts) != F: raise GraphError(f"{len(acts)} activations for {F} feature nodes: give one per feature node.")
+    rows = torch.cat([torch.arange(F), torch.arange(n - n_t, n)])
+    meta.setdefault("target_directions", None); meta.setdefault("target_values", None)
+    return AttributionGraph(torch.as_tensor(input_ids).reshape(-1).cpu(), feats, acts, torch.arange(F), A[rows][:, : n - n_t],
+                            tuple(target_names), tuple(target_token_ids or (None,) * n_t), w, n_layers=int(n_layers),
+                            _dense=A, **meta)
 
-def _from_circuit_tracer(g) -> GraphData:
-    feats = g.active_features[g.selected_features].tolist()
-    L, T = int(g.cfg.n_layers), int(g.n_pos)
-    ids = ([("feature", l, p, f) for l, p, f in feats] + [("error", l, p) for l in range(L) for p in range(T)]
-           + [("token", p) for p in range(T)] + [("target", t.token_str) for t in g.logit_targets])
-    return GraphData(g.adjacency_matrix.detach().float().cpu(), ids, g.logit_probabilities.detach().float().cpu(),
-                     g.activation_values[g.selected_features].detach().float().cpu(), g.input_tokens.cpu(), L,
-                     tuple(int(t.vocab_idx) for t in g.logit_targets), (), g.input_string, int(g.vocab_size),
-                     str(g.scan or ""))
+def _from_circuit_tracer(g) -> AttributionGraph:
+    return graph_from_adjacency(g.adjacency_matrix, g.active_features[g.selected_features], g.activation_values[g.selected_features],
+                                g.input_tokens, int(g.cfg.n_layers), [t.token_str for t in g.logit_targets],
+                                g.logit_probabilities.detach().float(), [int(t.vocab_idx) for t in g.logit_targets],
+                                prompt=g.input_string, vocab_size=int(g.vocab_size), scan=str(g.scan or ""))
 
-def _from_engine(g) -> GraphData:
-    "The engine's graph (duck-typed: node_ids, adjacency, target weights, activations, input_ids)."
-    A = g.adjacency() if callable(g.adjacency) else g.adjacency
-    ids = [tuple(n) for n in g.node_ids]
-    targets = getattr(g, "targets", None) or []
-    w = getattr(g, "target_weights", None)
-    if w is None: w = [float(getattr(t, "weight", 1.0)) for t in targets]
-    tok = getattr(g, "target_token_ids", None)
-    if tok is None: tok = tuple(getattr(t, "token_id", None) for t in targets)
-    L = getattr(g, "n_layers", None)
-    if L is None: L = 1 + max((n[1] for n in ids if n[0] in ("feature", "error")), default=-1)
-    return GraphData(torch.as_tensor(A).detach().float().cpu(), ids, torch.as_tensor(w, dtype=torch.float32).cpu(),
-                     torch.as_tensor(g.activations).detach().float().cpu().reshape(-1),
-                     torch.as_tensor(g.input_ids).cpu().reshape(-1), int(L), tuple(tok),
-                     tuple(getattr(g, "input_tokens", ()) or ()), str(getattr(g, "prompt", "") or ""),
-                     getattr(g, "vocab_size", None), str(getattr(g, "scan", "") or ""))
+def _target_position(g: AttributionGraph, target) -> int:
+    names = list(g.target_names)
+    if isinstance(target, str):
+        if target not in names: raise GraphError(f"No target named {target!r}; the targets are {names}.")
+        return names.index(target)
+    if not -len(names) <= int(target) < len(names):
+        raise GraphError(f"Target {target} is out of range: the graph has {len(names)} targets.")
+    return int(target) % len(names)
 
-def as_graph_data(graph, tokenizer=None) -> GraphData:
-    """A checked `GraphData` from a `GraphData`, the engine's graph or a circuit-tracer `Graph` (`tokenizer` decodes the tokens)."""
-    if isinstance(graph, GraphData): gd = graph
-    elif hasattr(graph, "adjacency_matrix") and hasattr(graph, "selected_features"): gd = _from_circuit_tracer(graph)
-    elif hasattr(graph, "node_ids") and hasattr(graph, "adjacency"): gd = _from_engine(graph)
-    else: raise GraphError(f"Cannot read an attribution graph from a {type(graph).__name__}: pass a GraphData, the graph "
-                           "returned by llm_biology.attribution.attribute, or a circuit_tracer Graph.")
-    if tokenizer is not None and not gd.input_tokens:
-        gd = gd._replace(input_tokens=tuple(tokenizer.decode([int(t)]) for t in gd.input_ids))
-    return _check(gd)
+def as_graph(graph, tokenizer=None) -> AttributionGraph:
+    """An `AttributionGraph` from ours or a circuit-tracer `Graph` (`tokenizer` decodes the input tokens)."""
+    if isinstance(graph, AttributionGraph): g = graph
+    elif hasattr(graph, "adjacency_matrix") and hasattr(graph, "selected_features"): g = _from_circuit_tracer(graph)
+    else: raise GraphError(f"Cannot read an attribution graph from a {type(graph).__name__}: pass the AttributionGraph "
+                           "that llm_biology.attribution.attribute returns, or a circuit_tracer Graph.")
+    if tokenizer is not None and not g.input_tokens:
+        g = replace(g, input_tokens=tuple(tokenizer.decode([int(t)]) for t in g.input_ids))
+    return g
 
 # %% ../nbs/07_graphs.ipynb #858d6532
+_NODE_RE = re.compile(r"^(?:L(?P<fl>\d+)(?:_P(?P<fp>\d+))?_F(?P<ff>\d+)|E(?P<el>\d+)_P(?P<ep>\d+)|T_P(?P<tp>\d+)"
+                      r"|(?P<input>input)|output(?:_(?P<name>.+))?)$")
+
+def node_id(node: tuple) -> str:
+    """The string id of a node given in tuple form."""
+    kind = node[0] if isinstance(node, tuple) and node else None
+    if kind == "feature" and len(node) == 4:
+        _, l, p, f = node
+        return f"L{int(l)}_F{int(f)}" if p is None else f"L{int(l)}_P{int(p)}_F{int(f)}"
+    if kind == "error" and len(node) == 3: return f"E{int(node[1])}_P{int(node[2])}"
+    if kind == "token" and len(node) == 2: return "input" if node[1] is None else f"T_P{int(node[1])}"
+    if kind == "target" and len(node) == 2: return "output" if node[1] is None else f"output_{node[1]}"
+    raise GraphError(f"{node!r} is not a node: use ('feature', layer, pos, idx), ('error', layer, pos), "
+                     "('token', pos) or ('target', name).")
+
+def parse_node_id(s: str) -> tuple:
+    """The tuple form of a node's string id."""
+    m = _NODE_RE.match(s) if isinstance(s, str) else None
+    if m is None:
+        raise GraphError(f"{s!r} is not a node id: expected L<layer>[_P<pos>]_F<idx>, E<layer>_P<pos>, T_P<pos>, "
+                         "input, output or output_<name>.")
+    g, i = m.groupdict(), lambda k: None if m.group(k) is None else int(m.group(k))
+    if g["ff"] is not None: return ("feature", i("fl"), i("fp"), i("ff"))
+    if g["el"] is not None: return ("error", i("el"), i("ep"))
+    if g["tp"] is not None: return ("token", i("tp"))
+    if g["input"]: return ("token", None)
+    return ("target", g["name"])
+
+# %% ../nbs/07_graphs.ipynb #c7b1f1d9
 def normalized_abs(adjacency: torch.Tensor) -> torch.Tensor:
     """|adjacency| with each row scaled to sum to 1 (all-zero rows stay zero)."""
     m = adjacency.abs()
     return m / m.sum(dim=1, keepdim=True).clamp(min=1e-10)
 
-def influence_series(normalized: torch.Tensor, weights: torch.Tensor, max_iter: int = 1000) -> torch.Tensor:
-    """weights @ (M + M^2 + ...): path-summed influence through a nilpotent matrix M."""
-    total = torch.zeros_like(weights)
-    term = weights
+def influence_series(normalized: torch.Tensor, weights: torch.Tensor, row_nodes: torch.Tensor | None = None,
+                     max_iter: int = 1000) -> torch.Tensor:
+    """weights @ (M + M^2 + ...): path-summed influence through a nilpotent matrix M (rows: `row_nodes`, see below)."""
+    total = torch.zeros(normalized.shape[1], dtype=normalized.dtype, device=normalized.device)
+    term, src = weights.to(normalized), None if row_nodes is None else row_nodes >= 0
     for _ in range(max_iter + 1):
-        term = term @ normalized
-        if not term.any(): return total
-        total += term
+        prod = term @ normalized
+        if not prod.any(): return total
+        total += prod
+        if row_nodes is None: term = prod
+        else: term = torch.zeros_like(term); term[src] = prod[row_nodes[src]]
     raise GraphError(f"Influence did not vanish after {max_iter} steps: the adjacency has a cycle, so it is not an "
                      "attribution graph (edges must go from earlier to later layers).")
 
 def target_weight_vector(graph, weights=None) -> torch.Tensor:
     """A weight per node: the target weights (or `weights`, one per target) on the target rows, else 0."""
-    gd = as_graph_data(graph)
+    gd = as_graph(graph)
     w = gd.target_weights if weights is None else torch.as_tensor(weights, dtype=torch.float32)
     idx = gd.index("target")
     if len(w) != len(idx): raise GraphError(f"{len(w)} weights for {len(idx)} targets: give one weight per target.")
@@ -138,7 +248,7 @@ def target_weight_vector(graph, weights=None) -> torch.Tensor:
 
 def node_influence(graph, weights=None) -> torch.Tensor:
     """The influence of every node on the (weighted) targets, in node order."""
-    gd = as_graph_data(graph)
+    gd = as_graph(graph)
     return influence_series(normalized_abs(gd.adjacency), target_weight_vector(gd, weights))
 
 # %% ../nbs/07_graphs.ipynb #3f3a7b8e
@@ -176,7 +286,7 @@ def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98, weig
     """Keep the nodes and edges that carry `node_threshold` / `edge_threshold` of the influence on the targets."""
     for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
         if not 0.0 <= v <= 1.0: raise GraphError(f"{name} must be between 0 and 1, got {v}.")
-    gd = as_graph_data(graph)
+    gd = as_graph(graph)
     A = gd.adjacency.to(device) if device is not None else gd.adjacency
     w, dev = target_weight_vector(gd, weights).to(A.device), A.device
     infl = influence_series(normalized_abs(A), w)
@@ -196,10 +306,34 @@ def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98, weig
         edge_mask[:, ~node_mask] = False
     return PruneResult(node_mask.cpu(), edge_mask.cpu(), cumulative_share(infl).cpu(), infl.cpu())
 
+# %% ../nbs/07_graphs.ipynb #291ce68f
+def prune_topk(graph, top_k_edges: int = 10, edge_weight_threshold: float = 0.01, activation_threshold: float = 0.1,
+               target: int | str = 0) -> PruneResult:
+    """The spec's rule: from the target back, each node keeps its top-k incoming edges above the threshold."""
+    if not isinstance(top_k_edges, int) or top_k_edges < 1: raise GraphError(f"top_k_edges must be an int >= 1, not {top_k_edges!r}.")
+    g = as_graph(graph)
+    A = g.adjacency
+    ok_src = ~g.kind_mask("target")
+    ok_src[g.slice("feature")] = g.activations > activation_threshold
+    node_mask, edge_mask = g.kind_mask("token", "target"), torch.zeros_like(A, dtype=torch.bool)
+    frontier = [int(g.index("target")[_target_position(g, target)])]
+    while frontier:
+        r = frontier.pop()
+        w = A[r].abs() * ok_src
+        top = torch.topk(w, min(top_k_edges, len(w)))
+        for v, c in zip(top.values.tolist(), top.indices.tolist()):
+            if v <= edge_weight_threshold: break
+            edge_mask[r, c] = True
+            if not node_mask[c]:
+                node_mask[c] = True
+                if c < g.n_features: frontier.append(c)
+    infl = influence_series(normalized_abs(A), target_weight_vector(g))
+    return PruneResult(node_mask, edge_mask, cumulative_share(infl), infl)
+
 # %% ../nbs/07_graphs.ipynb #0250fbd3
 def graph_scores(graph, weights=None, device=None) -> tuple[float, float]:
     """(replacement_score, completeness_score) of an attribution graph."""
-    gd = as_graph_data(graph)
+    gd = as_graph(graph)
     A = gd.adjacency.to(device) if device is not None else gd.adjacency
     norm, w = normalized_abs(A), target_weight_vector(gd, weights).to(A.device)
     infl = influence_series(norm, w)
@@ -212,139 +346,195 @@ def graph_scores(graph, weights=None, device=None) -> tuple[float, float]:
     return replacement.item(), completeness.item()
 
 # %% ../nbs/07_graphs.ipynb #a6676ba1
-def _target_position(gd: GraphData, target) -> int:
-    idx = gd.index("target").tolist()
-    if isinstance(target, str):
-        names = [gd.node_ids[i][1] for i in idx]
-        if target not in names: raise GraphError(f"No target named {target!r}; the targets are {names}.")
-        return names.index(target)
-    if not -len(idx) <= int(target) < len(idx):
-        raise GraphError(f"Target {target} is out of range: the graph has {len(idx)} targets.")
-    return int(target) % len(idx)
+def total_effects(graph, target: int | str = 0) -> torch.Tensor:
+    """The signed effect on `target` of removing each node (all paths, linear replacement model), in node order."""
+    g = as_graph(graph)
+    A = g.adjacency.double()
+    value = torch.ones(g.n_nodes, dtype=A.dtype)
+    value[g.slice("feature")] = g.activations.double().clamp(min=1e-12)
+    w = torch.zeros(g.n_nodes, dtype=A.dtype); w[g.index("target")[_target_position(g, target)]] = 1.0
+    return (value * influence_series(A / value[None, :], w)).float()
 
-def _node_names(gd: GraphData, keep: list[int]) -> dict[int, str]:
-    "Readable, unique node ids (see the table above)."
-    ids = gd.node_ids
-    feat_count = defaultdict(int)
-    for i in keep:
-        if ids[i][0] == "feature": feat_count[ids[i][1], ids[i][3]] += 1
-    names, used = {}, set()
-    for i in keep:
-        kind = ids[i][0]
-        if kind == "feature":
-            _, l, p, f = ids[i]
-            name = f"L{l}_F{f}" + (f"_P{p}" if feat_count[l, f] > 1 else "")
-        elif kind == "error": name = f"err_L{ids[i][1]}_P{ids[i][2]}"
-        elif kind == "token": name = f"input_P{ids[i][1]}"
-        else: name = f"output_{ids[i][1]}"
-        base, k = name, 1
-        while name in used: name, k = f"{base}_{k}", k + 1
-        used.add(name); names[i] = name
-    return names
+class TargetSplit(NamedTuple):
+    """A target's value split into its sources' direct effects by kind, plus what no node carries."""
+    value: float
+    features: float
+    errors: float
+    tokens: float
+    bias: float
 
-def _token_str(gd: GraphData, pos: int) -> str:
-    return str(gd.input_tokens[pos]) if pos < len(gd.input_tokens) else str(int(gd.input_ids[pos]))
+def target_split(graph, target: int | str = 0) -> TargetSplit:
+    """`target`'s value = direct effects of features + errors + tokens + the unattributed rest."""
+    g = as_graph(graph)
+    k = _target_position(g, target)
+    if g.target_values is None: raise GraphError("This graph does not record its targets' values (a circuit-tracer graph).")
+    row = g.edges[g.n_features + k].double()
+    parts = [float(row[g.slice(kind)].sum()) for kind in ("feature", "error", "token")]
+    v = float(g.target_values[k])
+    return TargetSplit(v, *parts, v - sum(parts))
 
-# %% ../nbs/07_graphs.ipynb #0315f7ba
+# %% ../nbs/07_graphs.ipynb #f32e60d5
+def _token_str(g: AttributionGraph, pos: int) -> str:
+    return str(g.input_tokens[pos]) if pos < len(g.input_tokens) else str(int(g.input_ids[pos]))
+
 def prompt_graph(graph, pruned: PruneResult | None = None, target: int | str = 0, node_threshold: float = 0.8,
                  edge_threshold: float = 0.98, metadata: dict | None = None, device=None) -> nx.DiGraph:
     """The pruned attribution graph of one prompt as a networkx DiGraph (source -> target, weight = direct effect)."""
-    gd = as_graph_data(graph)
-    pr = pruned if pruned is not None else prune(gd, node_threshold, edge_threshold, device=device)
-    A, ids = gd.adjacency, gd.node_ids
-    t_idx = gd.index("target").tolist()
-    k = _target_position(gd, target)
+    g = as_graph(graph)
+    pr = pruned if pruned is not None else prune(g, node_threshold, edge_threshold, device=device)
+    A, ids = g.adjacency, g.node_ids
+    t_idx = g.index("target").tolist()
+    k = _target_position(g, target)
     row = t_idx[k]
     one_hot = torch.zeros(len(t_idx)); one_hot[k] = 1.0
     Ad = A.to(device) if device is not None else A
-    infl_b = influence_series(normalized_abs(Ad), target_weight_vector(gd, one_hot).to(Ad.device)).cpu().tolist()
-    cum, direct, acts = pr.cumulative.tolist(), A[row].tolist(), gd.activations.tolist()
+    infl_b = influence_series(normalized_abs(Ad), target_weight_vector(g, one_hot).to(Ad.device)).cpu().tolist()
+    cum, direct, acts, eff = pr.cumulative.tolist(), A[row].tolist(), g.activations.tolist(), total_effects(g, k).tolist()
     keep = pr.node_mask.nonzero().flatten().tolist()
-    names = _node_names(gd, keep)
-    feat_pos = {i: j for j, i in enumerate(gd.index("feature").tolist())}
     G = nx.DiGraph()
     for i in keep:
         kind = ids[i][0]
-        attrs = dict(influence=infl_b[i], cumulative_influence=cum[i], attribution=direct[i])
+        attrs = dict(influence=infl_b[i], cumulative_influence=cum[i], attribution=direct[i], effect=eff[i])
         if kind == "feature":
             _, l, p, f = ids[i]
-            attrs.update(type="feature", layer=int(l), pos=int(p), feature_idx=int(f),
-                         activation=acts[feat_pos[i]], token=_token_str(gd, p))
-        elif kind == "error": attrs.update(type="error", layer=int(ids[i][1]), pos=int(ids[i][2]), token=_token_str(gd, ids[i][2]))
+            attrs.update(type="feature", layer=int(l), pos=int(p), feature_idx=int(f), activation=acts[i], token=_token_str(g, p))
+        elif kind == "error": attrs.update(type="error", layer=int(ids[i][1]), pos=int(ids[i][2]), token=_token_str(g, ids[i][2]))
         elif kind == "token":
             p = ids[i][1]
-            attrs.update(type="input", pos=int(p), token_id=int(gd.input_ids[p]), token=_token_str(gd, p))
+            attrs.update(type="input", pos=int(p), token_id=int(g.input_ids[p]), token=_token_str(g, p))
         else:
             j = t_idx.index(i)
-            tid = gd.target_token_ids[j] if j < len(gd.target_token_ids) else None
-            attrs.update(type="output", name=str(ids[i][1]), weight=float(gd.target_weights[j]), value=float(A[i].sum()),
-                         is_behaviour=(i == row), pos=gd.n_pos - 1)
+            tid = g.target_token_ids[j]
+            attrs.update(type="output", name=str(ids[i][1]), weight=float(g.target_weights[j]), value=float(A[i].sum()),
+                         is_behaviour=(i == row), pos=g.n_pos - 1)
             if tid is not None: attrs["token_id"] = int(tid)
-        G.add_node(names[i], **attrs)
+        G.add_node(node_id(ids[i]), **attrs)
     em = (pr.edge_mask & pr.node_mask[:, None] & pr.node_mask[None, :] & (A != 0)).nonzero()
-    G.add_weighted_edges_from(zip([names[c] for c in em[:, 1].tolist()], [names[r] for r in em[:, 0].tolist()],
+    G.add_weighted_edges_from(zip([node_id(ids[c]) for c in em[:, 1].tolist()], [node_id(ids[r]) for r in em[:, 0].tolist()],
                                   A[em[:, 0], em[:, 1]].tolist()))
-    replacement, completeness = graph_scores(gd, device=device)
-    G.graph.update(prompt=gd.prompt, input_tokens=[_token_str(gd, p) for p in range(gd.n_pos)],
-                   input_ids=[int(x) for x in gd.input_ids], n_layers=int(gd.n_layers), scan=gd.scan,
-                   behaviour_target=names.get(row, f"output_{ids[row][1]}"), node_threshold=float(node_threshold),
+    replacement, completeness = graph_scores(g, device=device)
+    split = target_split(g, k)._asdict() if g.target_values is not None else None
+    G.graph.update(prompt=g.prompt, input_tokens=[_token_str(g, p) for p in range(g.n_pos)],
+                   input_ids=[int(x) for x in g.input_ids], n_layers=int(g.n_layers), scan=g.scan,
+                   behaviour_target=node_id(ids[row]), node_threshold=float(node_threshold),
                    edge_threshold=float(edge_threshold), replacement_score=replacement, completeness_score=completeness,
-                   n_nodes_total=len(ids), n_edges_total=int((A != 0).sum()),
-                   n_features_total=int(gd.kind_mask("feature").sum()), **(metadata or {}))
+                   n_nodes_total=len(ids), n_edges_total=int((A != 0).sum()), n_features_total=g.n_features,
+                   target_split=split, **(metadata or {}))
     return G
 
 # %% ../nbs/07_graphs.ipynb #7c531264
-def graph_to_dict(G: nx.DiGraph) -> dict:
-    """The spec's JSON form of a graph: nodes, edges and metadata."""
+PROMPT_GRAPH_FORMAT = "llm_biology.prompt_graph/2"
+AGGREGATED_GRAPH_FORMAT = "llm_biology.aggregated_graph/2"
+_COMMON = {"influence", "cumulative_influence", "attribution", "effect"}
+_SCHEMAS = {  # format -> node type -> (required keys, optional keys); plus "edge" and "metadata"
+    PROMPT_GRAPH_FORMAT: {
+        "feature": (_COMMON | {"layer", "pos", "feature_idx", "activation", "token"}, {"label", "supernode"}),
+        "error": (_COMMON | {"layer", "pos", "token"}, set()),
+        "input": (_COMMON | {"pos", "token_id", "token"}, set()),
+        "output": (_COMMON | {"name", "weight", "value", "is_behaviour", "pos"}, {"token_id", "token"}),
+        "edge": ({"weight"}, set()),
+        "metadata": ({"prompt", "input_tokens", "input_ids", "n_layers", "scan", "behaviour_target", "node_threshold",
+                      "edge_threshold", "replacement_score", "completeness_score", "n_nodes_total", "n_edges_total",
+                      "n_features_total", "target_split"},
+                     {"behaviour", "split", "prompt_id", "prompt_idx", "label", "correct_answer", "incorrect_answer", "model",
+                      "pruning", "top_k_edges", "edge_weight_threshold", "activation_threshold"})},
+    AGGREGATED_GRAPH_FORMAT: {
+        "feature": ({"layer", "feature_idx", "frequency", "count", "mean_attribution", "mean_influence", "mean_effect",
+                     "mean_activation", "role"}, {"label", "supernode", "supernode_label"}),
+        "input": (set(), set()),
+        "output": (set(), set()),
+        "edge": ({"weight"}, set()),
+        "metadata": ({"n_prompts", "min_frequency", "n_features", "n_candidate_features", "aggregation", "class_label",
+                      "ranking", "prompt_ids"},
+                     {"mean_replacement_score", "mean_completeness_score", "behaviour", "split", "model", "transcoders",
+                      "node_threshold", "edge_threshold", "max_feature_nodes", "behaviour_target", "pruning",
+                      "supernodes", "supernode_method"})},
+}
+
+def graph_to_dict(G: nx.DiGraph, fmt: str) -> dict:
+    """The spec's JSON form of a graph of format `fmt`: format, nodes, edges and metadata."""
+    if fmt not in _SCHEMAS: raise GraphError(f"Unknown graph format {fmt!r}; use one of {list(_SCHEMAS)}.")
     nodes = [{"id": n, **d} for n, d in G.nodes(data=True)]
     edges = [{"source": u, "target": v, **d} for u, v, d in G.edges(data=True)]
-    return {"nodes": nodes, "edges": edges, "metadata": dict(G.graph)}
+    return {"format": fmt, "nodes": nodes, "edges": edges, "metadata": dict(G.graph)}
 
-def graph_from_dict(d: dict, where: str = "the graph") -> nx.DiGraph:
-    """The DiGraph of a dict in the spec's JSON form."""
-    if not isinstance(d, dict) or not {"nodes", "edges"} <= set(d):
-        raise GraphError(f"{where} is not an attribution graph: expected an object with 'nodes' and 'edges' lists.")
-    G = nx.DiGraph(**d.get("metadata", {}))
-    try:
-        for n in d["nodes"]: G.add_node(n["id"], **{k: v for k, v in n.items() if k != "id"})
-        for e in d["edges"]: G.add_edge(e["source"], e["target"], **{k: v for k, v in e.items() if k not in ("source", "target")})
-    except (KeyError, TypeError) as e:
-        raise GraphError(f"{where} has a node without 'id' or an edge without 'source'/'target' ({e!r}); "
-                         "re-run the attribution stage to rewrite it.") from e
+def _check_keys(where: str, got: set, schema: tuple) -> None:
+    req, opt = schema
+    missing, unknown = sorted(req - got), sorted(got - req - opt)
+    if missing or unknown:
+        raise GraphError(f"{where}: " + "; ".join(filter(None, [f"missing keys {missing}" if missing else "",
+                         f"unknown keys {unknown}" if unknown else ""])) + ". Re-run the attribution stage to rewrite it.")
+
+def graph_from_dict(d: dict, where: str = "the graph", fmt: str | None = None) -> nx.DiGraph:
+    """The DiGraph of a dict in the spec's JSON form, checked strictly against its format's schema."""
+    if not isinstance(d, dict) or set(d) != {"format", "nodes", "edges", "metadata"}:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise GraphError(f"{where} is not an llm_biology graph: expected exactly the keys format, nodes, edges and "
+                         f"metadata, got {got}. Re-run the attribution stage to rewrite it.")
+    if d["format"] not in _SCHEMAS or (fmt is not None and d["format"] != fmt):
+        raise GraphError(f"{where} has format {d['format']!r}; expected {fmt or ' or '.join(_SCHEMAS)}. "
+                         "Re-run the attribution stage with this version of llm_biology.")
+    schema = _SCHEMAS[d["format"]]
+    _check_keys(f"{where}, metadata", set(d["metadata"]), schema["metadata"])
+    G = nx.DiGraph(**d["metadata"])
+    for i, n in enumerate(d["nodes"]):
+        if not isinstance(n, dict) or "id" not in n or n.get("type") not in schema:
+            raise GraphError(f"{where}, node {i}: needs an 'id' and a 'type' among {sorted(set(schema) - {'edge', 'metadata'})}.")
+        _check_keys(f"{where}, node {n['id']!r}", set(n) - {"id", "type"}, schema[n["type"]])
+        parse_node_id(n["id"])
+        G.add_node(n["id"], **{k: v for k, v in n.items() if k != "id"})
+    for e in d["edges"]:
+        if not isinstance(e, dict) or e.get("source") not in G or e.get("target") not in G:
+            raise GraphError(f"{where}: edge {e!r} does not join two of its nodes. Re-run the attribution stage.")
+        _check_keys(f"{where}, edge {e['source']} -> {e['target']}", set(e) - {"source", "target"}, schema["edge"])
+        G.add_edge(e["source"], e["target"], **{k: v for k, v in e.items() if k not in ("source", "target")})
+    G.graph["format"] = d["format"]
     return G
 
-def write_graph_json(G: nx.DiGraph, path) -> Path:
-    """Write a graph in the spec's JSON form, atomically."""
-    return write_json(graph_to_dict(G), path)
+def _checked_dict(G: nx.DiGraph, fmt: str, where) -> dict:
+    "The JSON form of `G`, refused here if the reader would refuse it (so it is never written)."
+    d = graph_to_dict(G, fmt)
+    d["metadata"].pop("format", None)
+    graph_from_dict(d, str(where), fmt)
+    return d
 
-def read_graph_json(path) -> nx.DiGraph:
-    """Read a graph written by `write_graph_json`."""
-    return graph_from_dict(read_json(path), str(path))
+def write_graph_json(G: nx.DiGraph, path, fmt: str) -> Path:
+    """Write a graph of format `fmt` in the spec's JSON form, atomically (strict JSON: no NaN)."""
+    return write_json(_checked_dict(G, fmt, path), path)
+
+def read_graph_json(path, fmt: str | None = None) -> nx.DiGraph:
+    """Read a graph written by `write_graph_json` (of format `fmt`, if given)."""
+    return graph_from_dict(read_json(path), str(path), fmt)
 
 # %% ../nbs/07_graphs.ipynb #27ea892c
+def _needs_json(v) -> bool: return v is None or isinstance(v, (list, tuple, dict))
+
 def _scalar_attrs(d: dict, json_keys: set) -> dict:
+    "graphml-ready attributes: the keys in `json_keys` as JSON text, numpy scalars as Python ones."
     out = {}
     for k, v in d.items():
-        if v is None: continue
-        if isinstance(v, (list, tuple, dict)): out[k] = json.dumps(v); json_keys.add(k)
+        if k in json_keys: out[k] = json.dumps(v, allow_nan=False)
         elif isinstance(v, (np.integer,)): out[k] = int(v)
         elif isinstance(v, (np.floating,)): out[k] = float(v)
         else: out[k] = v
     return out
 
-def write_graphml(G: nx.DiGraph, path) -> Path:
-    """Write a graph to graphml atomically (list/dict attributes as JSON strings, named in `json_keys`)."""
-    keys: set = set()
+def write_graphml(G: nx.DiGraph, path, fmt: str) -> Path:
+    """Write a graph of format `fmt` to graphml atomically (list/dict attributes as JSON strings, named in `json_keys`)."""
+    _checked_dict(G, fmt, path)
+    dicts = [d for _, d in G.nodes(data=True)] + [d for *_, d in G.edges(data=True)] + [G.graph]
+    keys = {k for d in dicts for k, v in d.items() if _needs_json(v)}   # a key is JSON text everywhere or nowhere
     H = nx.DiGraph()
     H.add_nodes_from((n, _scalar_attrs(d, keys)) for n, d in G.nodes(data=True))
     H.add_edges_from((u, v, _scalar_attrs(d, keys)) for u, v, d in G.edges(data=True))
-    H.graph.update(_scalar_attrs({k: v for k, v in G.graph.items() if k != "json_keys"}, keys))
+    H.graph.update(_scalar_attrs({k: v for k, v in G.graph.items() if k not in ("json_keys", "format")}, keys))
     H.graph["json_keys"] = json.dumps(sorted(keys))
+    H.graph["format"] = fmt
     with atomic_write(path, "wb") as f: nx.write_graphml(H, f)
     return Path(path)
 
-def read_graphml(path) -> nx.DiGraph:
-    """Read a graph written by `write_graphml`, decoding its JSON attributes."""
+def read_graphml(path, fmt: str | None = None) -> nx.DiGraph:
+    """Read a graph written by `write_graphml`, decoding its JSON attributes, checked like `read_graph_json`."""
     path = Path(path)
     if not path.exists(): raise GraphError(f"Missing file {path}: run the attribution stage first.")
     try: G = nx.read_graphml(path)
@@ -357,45 +547,48 @@ def read_graphml(path) -> nx.DiGraph:
     dec(G.graph)
     for _, d in G.nodes(data=True): dec(d)
     for _, _, d in G.edges(data=True): dec(d)
-    return nx.DiGraph(G)
+    found = G.graph.pop("format", None)
+    d = graph_to_dict(nx.DiGraph(G), found if found in _SCHEMAS else PROMPT_GRAPH_FORMAT)
+    d["format"] = found
+    return graph_from_dict(d, str(path), fmt)
 
 # %% ../nbs/07_graphs.ipynb #ddea7f88
 def _cantor(x: int, y: int) -> int: return (x + y) * (x + y + 1) // 2 + y
 
 def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph", scan: str | None = None,
-                   node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
+                   node_threshold: float = 0.8, edge_threshold: float = 0.98, supernodes: Sequence = (),
+                   labels: dict | None = None) -> dict:
     """The pruned graph as a dict in circuit-tracer's frontend schema (opens in its viewer)."""
-    gd = as_graph_data(graph)
-    pr = pruned if pruned is not None else prune(gd, node_threshold, edge_threshold)
-    ids, L, T = gd.node_ids, gd.n_layers, gd.n_pos
-    vocab = gd.vocab_size if gd.vocab_size is not None else int(gd.input_ids.max()) + 1
-    feat_pos = {i: j for j, i in enumerate(gd.index("feature").tolist())}
-    t_idx = gd.index("target").tolist()
-    nodes = {}
+    g = as_graph(graph)
+    pr = pruned if pruned is not None else prune(g, node_threshold, edge_threshold)
+    ids, L, T = g.node_ids, g.n_layers, g.n_pos
+    vocab = g.vocab_size if g.vocab_size is not None else int(g.input_ids.max()) + 1
+    t_idx = g.index("target").tolist()
+    labels, nodes = labels or {}, {}
     for i in pr.node_mask.nonzero().flatten().tolist():
         kind, cum = ids[i][0], float(pr.cumulative[i])
         if kind == "feature":
             _, l, p, f = ids[i]
             nodes[i] = dict(node_id=f"{l}_{f}_{p}", feature=_cantor(l, f), layer=str(l), ctx_idx=p,
                             feature_type="cross layer transcoder", jsNodeId=f"{l}_{f}-0", influence=cum,
-                            activation=float(gd.activations[feat_pos[i]]))
+                            activation=float(g.activations[i]), clerp=labels.get(node_id(ids[i]), ""))
         elif kind == "error":
             _, l, p = ids[i]
-            nodes[i] = dict(node_id=f"0_{l}_{p}", feature=-1, layer=str(l), ctx_idx=p,
-                            feature_type="mlp reconstruction error", jsNodeId=f"{l}_{p}-0", influence=cum)
+            nodes[i] = dict(node_id=f"{l}_-1_{p}", feature=-1, layer=str(l), ctx_idx=p,
+                            feature_type="mlp reconstruction error", jsNodeId=f"{l}_-1-{p}", influence=cum)
         elif kind == "token":
-            p, v = ids[i][1], int(gd.input_ids[ids[i][1]])
+            p, v = ids[i][1], int(g.input_ids[ids[i][1]])
             nodes[i] = dict(node_id=f"E_{v}_{p}", feature=p, layer="E", ctx_idx=p, feature_type="embedding",
                             jsNodeId=f"E_{v}-{p}", influence=cum)
         else:
             k = t_idx.index(i)
-            tid = gd.target_token_ids[k] if k < len(gd.target_token_ids) else None
+            tid = g.target_token_ids[k]
             v = int(tid) if tid is not None else vocab + k
-            prob = float(gd.target_weights[k])
+            prob = float(g.target_weights[k])
             nodes[i] = dict(node_id=f"{L + 1}_{v}_{T - 1}", feature=v, layer=str(L + 1), ctx_idx=T - 1,
                             feature_type="logit", token_prob=prob, is_target_logit=(k == 0), jsNodeId=f"L_{v}-{T - 1}",
                             clerp=f'Output "{ids[i][1]}" (p={prob:.3f})')
-    A = gd.adjacency
+    A = g.adjacency
     links = [{"source": nodes[c]["node_id"], "target": nodes[r]["node_id"], "weight": float(A[r, c])}
              for r, c in pr.edge_mask.nonzero().tolist() if r in nodes and c in nodes]
     linked = {x for e in links for x in (e["source"], e["target"])}
@@ -404,11 +597,17 @@ def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph"
         n.setdefault("token_prob", 0.0); n.setdefault("is_target_logit", False); n.setdefault("run_idx", 0)
         n.setdefault("reverse_ctx_idx", 0); n.setdefault("clerp", ""); n.setdefault("influence", None)
         n.setdefault("activation", None)
-    meta = dict(slug=slug, scan=scan if scan is not None else (gd.scan or "llm_biology"), transcoder_list=[],
-                prompt_tokens=[_token_str(gd, p) for p in range(T)], prompt=gd.prompt,
+    present = {n["node_id"] for n in used}
+    groups = [[str(s[0])] + [m for m in s[1:] if m in present] for s in supernodes]
+    meta = dict(slug=slug, scan=scan if scan is not None else (g.scan or "llm_biology"), transcoder_list=[],
+                prompt_tokens=[_token_str(g, p) for p in range(T)], prompt=g.prompt,
                 node_threshold=float(node_threshold), schema_version=1)
-    qparams = dict(pinnedIds=[], supernodes=[], linkType="both", clickedId="", sg_pos="")
+    qparams = dict(pinnedIds=[], supernodes=[s for s in groups if len(s) > 1], linkType="both", clickedId="", sg_pos="")
     return {"metadata": meta, "qParams": qparams, "nodes": used, "links": links}
+
+def viewer_feature_id(layer: int, pos: int, feature_idx: int) -> str:
+    """A feature's node id in circuit-tracer's viewer JSON."""
+    return f"{int(layer)}_{int(feature_idx)}_{int(pos)}"
 
 def write_frontend_graph(model: dict, path) -> Path:
     """Write a frontend graph atomically and list it in the folder's `graph-metadata.json` (the viewer's index)."""
@@ -417,59 +616,83 @@ def write_frontend_graph(model: dict, path) -> Path:
     index_path = path.parent / "graph-metadata.json"
     index = read_json(index_path) if index_path.exists() else {"graphs": []}
     slug = model["metadata"]["slug"]
-    index["graphs"] = [g for g in index.get("graphs", []) if g.get("slug") != slug] + [model["metadata"]]
+    index["graphs"] = sorted([g for g in index.get("graphs", []) if g.get("slug") != slug] + [model["metadata"]],
+                             key=lambda g: str(g.get("slug")))
     write_json(index, index_path)
     return path
 
-# %% ../nbs/07_graphs.ipynb #9c3b5842
-def aggregate_graphs(graphs: Sequence[nx.DiGraph], min_frequency: float = 0.2, metadata: dict | None = None) -> nx.DiGraph:
-    """The behaviour graph: features in at least `min_frequency` of the per-prompt graphs, with mean statistics."""
+# %% ../nbs/07_graphs.ipynb #ef6c8f7f
+def aggregate_graphs(graphs: Sequence[nx.DiGraph], min_frequency: float = 0.2, metadata: dict | None = None,
+                     class_label: str | None = None) -> nx.DiGraph:
+    """The behaviour graph: features in at least `min_frequency` of the per-prompt graphs, ranked by signed effect."""
     n = len(graphs)
     if n == 0: raise GraphError("No per-prompt graphs to aggregate: attribute at least one prompt.")
     if not 0.0 <= min_frequency <= 1.0: raise GraphError(f"min_frequency must be between 0 and 1, got {min_frequency}.")
-    count, attr, infl, act = defaultdict(int), defaultdict(float), defaultdict(float), defaultdict(float)
-    edges = defaultdict(float)
+    count, sums, act, edges = defaultdict(int), defaultdict(lambda: defaultdict(float)), defaultdict(float), defaultdict(float)
     for G in graphs:
         key, best = {}, {}
         for v, d in G.nodes(data=True):
             if d.get("type") == "feature":
                 k = (int(d["layer"]), int(d["feature_idx"])); key[v] = k
-                attr[k] += d.get("attribution", 0.0); infl[k] += d.get("influence", 0.0)
-                best[k] = max(best.get(k, -math.inf), d.get("activation", 0.0))
+                for a in ("attribution", "influence", "effect"): sums[k][a] += d[a]
+                best[k] = max(best.get(k, -math.inf), d["activation"])
             elif d.get("type") == "input": key[v] = "input"
             elif d.get("type") == "output" and d.get("is_behaviour"): key[v] = "output"
         for k, a in best.items(): count[k] += 1; act[k] += a
         for u, v, d in G.edges(data=True):
             if u in key and v in key: edges[key[u], key[v]] += d["weight"]
-    kept = {k for k, c in count.items() if c / n >= min_frequency - 1e-9}
-    name = lambda k: k if isinstance(k, str) else f"L{k[0]}_F{k[1]}"
+    kept = sorted((k for k, c in count.items() if c / n >= min_frequency - 1e-9), key=lambda k: (-sums[k]["effect"], k))
+    name = lambda k: k if isinstance(k, str) else node_id(("feature", k[0], None, k[1]))
     A = nx.DiGraph()
     A.add_node("input", type="input")
-    for k in sorted(kept):
+    for k in kept:
+        e = sums[k]["effect"] / n
         A.add_node(name(k), type="feature", layer=k[0], feature_idx=k[1], frequency=count[k] / n, count=count[k],
-                   mean_attribution=attr[k] / n, mean_influence=infl[k] / n, mean_activation=act[k] / count[k])
+                   mean_effect=e, mean_attribution=sums[k]["attribution"] / n, mean_influence=sums[k]["influence"] / n,
+                   mean_activation=act[k] / count[k], role="promoting" if e >= 0 else "suppressing")
     A.add_node("output", type="output")
+    kept_set = set(kept)
     for (u, v), w in sorted(edges.items(), key=lambda e: str(e[0])):
-        if w != 0 and (u in kept or u == "input") and (v in kept or v == "output"):
+        if w != 0 and (u in kept_set or u == "input") and (v in kept_set or v == "output"):
             A.add_edge(name(u), name(v), weight=w / n)
     scores = [(G.graph.get("replacement_score"), G.graph.get("completeness_score")) for G in graphs]
-    A.graph.update(n_prompts=n, min_frequency=float(min_frequency), n_features=len(kept),
-                   n_candidate_features=len(count), **(metadata or {}))
+    A.graph.update(n_prompts=n, min_frequency=float(min_frequency), n_features=len(kept), n_candidate_features=len(count),
+                   aggregation="pooled" if class_label is None else "class", class_label=class_label,
+                   ranking="mean_effect (signed total effect on the behaviour target), descending",
+                   prompt_ids=[G.graph.get("prompt_id") for G in graphs], **(metadata or {}))
     if all(r is not None for r, _ in scores):
         A.graph.update(mean_replacement_score=float(np.mean([r for r, _ in scores])),
                        mean_completeness_score=float(np.mean([c for _, c in scores])))
     return A
 
 # %% ../nbs/07_graphs.ipynb #60a17ad2
-FEATURE_COLUMNS = ("node", "layer", "feature_idx", "frequency", "count", "mean_influence", "mean_attribution", "mean_activation")
+FEATURE_COLUMNS = ("node", "layer", "feature_idx", "role", "mean_effect", "frequency", "count", "mean_influence",
+                   "mean_attribution", "mean_activation")
 
-def feature_table(agg: nx.DiGraph, k: int | None = None):
-    """The aggregated graph's features as a DataFrame ranked by |mean_influence| (top `k`)."""
+class CircuitFeature(NamedTuple):
+    """One feature of an aggregated graph, with the statistics it is ranked by."""
+    node: str
+    layer: int
+    feature_idx: int
+    role: str            # "promoting" or "suppressing"
+    mean_effect: float
+    frequency: float
+    count: int
+    mean_influence: float
+    mean_attribution: float
+    mean_activation: float
+
+def circuit_features(agg: nx.DiGraph, role: str | None = None, layers: Sequence[int] | None = None) -> list[CircuitFeature]:
+    """The aggregated graph's features (of `role`, in `layers`): promoting by descending effect, suppressing by ascending."""
+    out = [CircuitFeature(n, *(d[c] for c in FEATURE_COLUMNS[1:])) for n, d in agg.nodes(data=True) if d.get("type") == "feature"]
+    out = [f for f in out if (role is None or f.role == role) and (layers is None or f.layer in layers)]
+    key = (lambda f: (-f.mean_effect, f.layer, f.feature_idx)) if role != "suppressing" else (lambda f: (f.mean_effect, f.layer, f.feature_idx))
+    return sorted(out, key=key)
+
+def feature_table(agg: nx.DiGraph, k: int | None = None, role: str | None = None):
+    """The aggregated graph's features as a DataFrame in rank order (top `k`)."""
     import pandas as pd
-    rows = [{"node": n, **{c: d.get(c) for c in FEATURE_COLUMNS[1:]}} for n, d in agg.nodes(data=True) if d.get("type") == "feature"]
-    df = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
-    order = np.argsort(-df["mean_influence"].abs().to_numpy(dtype=float), kind="stable")
-    return df.iloc[order].head(k).reset_index(drop=True) if k is not None else df.iloc[order].reset_index(drop=True)
+    return pd.DataFrame([f._asdict() for f in circuit_features(agg, role)][:k], columns=list(FEATURE_COLUMNS))
 
 # %% ../nbs/07_graphs.ipynb #f18716bb
 def _rows(transcoders, layer: int, name: str, idx) -> torch.Tensor:

@@ -8,6 +8,7 @@ Docs: https://llm-biology.github.io/llm_biology/transcoders.html.md"""
 from __future__ import annotations
 import os, re
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Sequence
 from urllib.parse import parse_qs, urlparse
 
@@ -20,9 +21,9 @@ from safetensors.torch import save as _st_save
 from .core import LLMBiologyError, MODEL_REGISTRY, atomic_write
 
 # %% auto #0
-__all__ = ['FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'Transcoder', 'HubRef', 'parse_hub_ref',
-           'TranscoderSet', 'load_transcoders', 'check_fits', 'save_transcoders', 'ReconstructionMetrics',
-           'reconstruction_metrics']
+__all__ = ['FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'activation_function', 'streamed', 'feature_threshold',
+           'Transcoder', 'HubRef', 'parse_hub_ref', 'FeatureRows', 'TranscoderSet', 'load_transcoders', 'check_fits',
+           'save_transcoders', 'ReconstructionMetrics', 'reconstruction_metrics']
 
 # %% ../nbs/03_transcoders.ipynb #aabf056e
 class TranscoderError(LLMBiologyError):
@@ -63,6 +64,26 @@ def _as_dtype(dtype) -> torch.dtype | None:
     return dt
 
 # %% ../nbs/03_transcoders.ipynb #8cff1725
+def activation_function(pre: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """JumpReLU `pre * (pre > threshold)` when a threshold is given, else ReLU."""
+    if threshold is None: return torch.relu(pre)
+    return pre * (pre > threshold.to(pre.device)).to(pre.dtype)
+
+# %% ../nbs/03_transcoders.ipynb #f1d0e6db
+@contextmanager
+def streamed(transcoders, layer: int):
+    """Layer `layer`'s transcoder of a set, freed again after the block if it was not loaded before."""
+    if hasattr(transcoders, "streamed"):
+        with transcoders.streamed(layer) as tc: yield tc
+    else: yield transcoders[layer]
+
+def feature_threshold(tc) -> torch.Tensor | None:
+    """A layer transcoder's JumpReLU thresholds (ours or circuit-tracer's layout), or None for ReLU."""
+    th = getattr(tc, "threshold", None)
+    if th is None: th = getattr(getattr(tc, "activation_function", None), "threshold", None)
+    return th if isinstance(th, torch.Tensor) else None
+
+# %% ../nbs/03_transcoders.ipynb #489004cd
 class Transcoder:
     """One layer's transcoder: frozen weights with circuit-tracer's encode/decode semantics."""
     def __init__(self, layer: int, W_enc, W_dec, b_enc, b_dec, threshold=None, W_skip=None, where: str = ""):
@@ -103,9 +124,8 @@ class Transcoder:
         return Transcoder.from_state_dict(self.layer, self.state_dict(), device or self.device, dtype or self.dtype)
 
     def activation_function(self, pre: torch.Tensor) -> torch.Tensor:
-        """JumpReLU `pre * (pre > threshold)` when there is a threshold, else ReLU."""
-        if self.threshold is None: return torch.relu(pre)
-        return pre * (pre > self.threshold).to(pre.dtype)
+        """`activation_function(pre, self.threshold)`: JumpReLU with a threshold, else ReLU."""
+        return activation_function(pre, self.threshold)
 
     def encode(self, x: torch.Tensor, apply_activation_function: bool = True) -> torch.Tensor:
         """Feature activations (..., d_transcoder) of MLP inputs `x` (..., d_model)."""
@@ -230,6 +250,21 @@ def _hub_layer_names(repo_id, commit, subfolder, snapshot_dir: Path) -> list[str
         return [p.name for p in snapshot_dir.iterdir()] if snapshot_dir.is_dir() else []
 
 # %% ../nbs/03_transcoders.ipynb #d2c32f5a
+class FeatureRows(NamedTuple):
+    """The per-feature entries of some features of one layer (`threshold` None for ReLU sets)."""
+    W_enc: torch.Tensor            # (n, d_model)
+    W_dec: torch.Tensor            # (n, d_model)
+    b_enc: torch.Tensor            # (n,)
+    threshold: torch.Tensor | None  # (n,)
+
+def _finite(t: torch.Tensor, where: str, name: str) -> torch.Tensor:
+    "`t`, or a clear error when it holds NaN or infinite values."
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        n = int((~torch.isfinite(t)).sum())
+        raise TranscoderError(f"{where}: tensor {name} holds {n} non-finite value(s) (NaN or inf). Fix: the file is "
+                              "corrupt or was saved from a diverged run; re-download or re-train that layer.")
+    return t
+
 _FLOAT_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
 
 class TranscoderSet:
@@ -277,7 +312,7 @@ class TranscoderSet:
                 with safe_open(p, framework="pt") as f:
                     h = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
             except Exception as e:
-                raise TranscoderError(f"{p} (layer {l} of {self.name}) is not a readable safetensors file ({e}). "
+                raise TranscoderError(f"{p} (layer {l} of {self.name}) is not a readable safetensors file ({e}): it is truncated or corrupt. "
                                       "Fix: delete it and download or save it again.") from e
             dims = _check_layer_shapes({k: s for k, (s, _) in h.items()}, f"{p} (layer {l} of {self.name})")
             if bad := {k: dt for k, (_, dt) in h.items() if dt not in _FLOAT_DTYPES}:
@@ -315,8 +350,14 @@ class TranscoderSet:
         l = self._check_layer(layer)
         if l not in self._cache:
             self.header(l); p = self.path(l)
-            with safe_open(p, framework="pt") as f: sd = {k: f.get_tensor(k) for k in f.keys()}
-            self._cache[l] = Transcoder.from_state_dict(l, sd, self.device, self.dtype, where=f"{p} (layer {l} of {self.name})")
+            where = f"{p} (layer {l} of {self.name})"
+            try:
+                with safe_open(p, framework="pt") as f: sd = {k: f.get_tensor(k) for k in f.keys()}
+            except Exception as e:
+                raise TranscoderError(f"{where} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt. "
+                                      "Fix: delete it and download or save it again.") from None
+            sd = {k: _finite(v, where, k) for k, v in sd.items()}
+            self._cache[l] = Transcoder.from_state_dict(l, sd, self.device, self.dtype, where=where)
         return self._cache[l]
 
     def __contains__(self, layer: int) -> bool: return layer in self.layers
@@ -333,6 +374,14 @@ class TranscoderSet:
         if layer is None: self._cache.clear()
         else: self._cache.pop(self._check_layer(layer), None)
 
+    @contextmanager
+    def streamed(self, layer: int) -> Iterator[Transcoder]:
+        """Layer `layer`'s transcoder for the block, freed again afterwards unless it was loaded before."""
+        was = self._check_layer(layer) in self._cache
+        try: yield self[layer]
+        finally:
+            if not was: self.unload(layer)
+
     def items(self, unload: bool = False) -> Iterator[tuple[int, Transcoder]]:
         """(layer, Transcoder) pairs; with `unload=True` each layer not already loaded is freed after its step."""
         for l in self.layers:
@@ -342,6 +391,7 @@ class TranscoderSet:
 
     # --- row slices ------------------------------------------------------------
     def _rows(self, name: str, layer: int, idx) -> torch.Tensor:
+        "Rows `idx` of tensor `name` (feature dimension first) of one layer, read as a slice unless it is loaded."
         l = self._check_layer(layer)
         if isinstance(idx, slice): idx = np.arange(self.d_transcoder)[idx]
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
@@ -349,11 +399,16 @@ class TranscoderSet:
             raise TranscoderError(f"Feature index out of range for layer {l} of {self.name} (d_transcoder {self.d_transcoder}).")
         idx = idx % max(self.d_transcoder, 1)
         if l in self._cache:
-            W = getattr(self._cache[l], name)
-            return W[torch.as_tensor(idx, device=W.device)]
+            W = self._cache[l].state_dict().get(name)
+            return None if W is None else W[torch.as_tensor(idx, device=W.device)]
+        if name not in self.header(l): return None
         with safe_open(self.path(l), framework="pt") as f:
-            rows = f.get_slice(name)[idx] if idx.size else torch.empty(0, self.d_model)
-        return rows.to(device=self.device, dtype=self.dtype)
+            rows = f.get_slice(name)[idx] if idx.size else torch.empty((0,) + tuple(self.header(l)[name][0][1:]))
+        return _finite(rows.to(device=self.device, dtype=self.dtype), f"{self.path(l)} (layer {l} of {self.name})", name)
+
+    def feature_rows(self, layer: int, idx) -> FeatureRows:
+        """The encoder, decoder, bias and threshold entries of features `idx` of `layer`, without loading the layer."""
+        return FeatureRows(*(self._rows(n, layer, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
 
     def encoder_rows(self, layer: int, idx) -> torch.Tensor:
         """Rows `idx` of layer `layer`'s `W_enc` (len(idx), d_model), without loading the layer."""

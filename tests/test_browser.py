@@ -40,7 +40,7 @@ def site(tmp_path_factory):
     from llm_biology.cli import STAGES, TEMPLATES_DIR, run_pipeline
     from llm_biology.core import LLMBiologyError, RunConfig, model_paths
     from llm_biology.report import render_site
-    from llm_biology.tiny import tiny_hub
+    from llm_biology.testing import tiny_hub
     root = tmp_path_factory.mktemp("site")
     shutil.copy(ROOT / "_quarto.yml", root); shutil.copy(ROOT / "pyproject.toml", root)
     (root / "nbs").mkdir()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 def test_pipeline_prompts_and_features_end_to_end(tmp_path, monkeypatch):
     import numpy as np
-    from llm_biology.tiny import tiny_hub
+    from llm_biology.testing import tiny_hub
     from llm_biology import cli
     from llm_biology.cli import run_pipeline
     from llm_biology.core import RunConfig, model_paths, read_json, BEHAVIOURS

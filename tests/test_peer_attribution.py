@@ -14,7 +14,7 @@ pytest.importorskip("circuit_tracer")
 
 from llm_biology.attribution import AttributionGraph, Target, attribute, behaviour_targets  # noqa: E402
 from llm_biology.models import load_model  # noqa: E402
-from llm_biology.tiny import TINY_SHAPE, make_random_transcoders, tiny_hub  # noqa: E402
+from llm_biology.testing import TINY_SHAPE, make_random_transcoders, tiny_hub  # noqa: E402
 from llm_biology.transcoders import load_transcoders  # noqa: E402
 
 TOL = 1e-4  # max |difference| relative to the largest |edge|

@@ -20,7 +20,7 @@ def tiny():
     torch.set_num_threads(1)
     logging.getLogger("circuit_tracer").setLevel(logging.ERROR)
     from circuit_tracer import ReplacementModel
-    from llm_biology.tiny import tiny_hub
+    from llm_biology.testing import tiny_hub
     from llm_biology.models import load_model
     from llm_biology.transcoders import load_transcoders
     hub = tiny_hub()
@@ -43,17 +43,17 @@ def ct_graph(tiny):
 
 @pytest.fixture(scope="module")
 def engine_graph(tiny, ct_graph):
-    "Our engine's graph of a behaviour record, as (our GraphData, the same arrays in a circuit-tracer Graph)."
+    "Our engine's graph of a behaviour record, as (our AttributionGraph, the same arrays in a circuit-tracer Graph)."
     from circuit_tracer.graph import Graph
     from circuit_tracer.attribution.targets import LogitTarget
     from llm_biology import attribution
-    from llm_biology.graphs import as_graph_data
+    from llm_biology.graphs import as_graph
     from llm_biology.prompts import generate_prompts
     _, lm, tcs = tiny
     rec = generate_prompts("factual_recall", lm.tokenizer, n_train=0, n_test=2).test[1]
     bt = attribution.behaviour_targets(lm, rec)
     g = attribution.attribute(lm, tcs, bt.input_ids, targets=bt.targets, max_feature_nodes=100)
-    gd = as_graph_data(g, lm.tokenizer)
+    gd = as_graph(g, lm.tokenizer)
     targets = [LogitTarget(n, t if t is not None else gd.vocab_size + k)
                for k, (n, t) in enumerate(zip(g.target_names, g.target_token_ids))]
     ct = Graph(gd.prompt, g.input_ids, g.active_features, gd.adjacency, ct_graph.cfg, g.selected_features,
@@ -78,6 +78,11 @@ def _check_same_viewer_json(gd, ct, tmp_path):
     from llm_biology.graphs import frontend_graph, write_frontend_graph
     create_graph_files(ct, "g", str(tmp_path / "ref"), scan="tiny")
     ref = json.loads((tmp_path / "ref" / "g.json").read_text())
+    fixed = {n["node_id"]: f"{n['layer']}_-1_{n['ctx_idx']}" for n in ref["nodes"] if n["feature_type"] == "mlp reconstruction error"}
+    for n in ref["nodes"]:  # 0.5.0's error ids ("0_{layer}_{pos}", which collide with features), as circuit-tracer's fix writes them
+        if n["node_id"] in fixed: n.update(node_id=fixed[n["node_id"]], jsNodeId=f"{n['layer']}_-1-{n['ctx_idx']}")
+    ref["links"] = [{**l, "source": fixed.get(l["source"], l["source"]), "target": fixed.get(l["target"], l["target"])}
+                    for l in ref["links"]]
     path = write_frontend_graph(frontend_graph(gd, slug="g", scan="tiny"), tmp_path / "ours" / "g.json")
     ours = Model.model_validate(json.loads(path.read_text())).model_dump()  # circuit-tracer's pydantic model accepts it
     assert {n["node_id"]: n for n in ours["nodes"]} == {n["node_id"]: n for n in ref["nodes"]}
@@ -89,13 +94,13 @@ def _check_same_viewer_json(gd, ct, tmp_path):
 
 
 def test_prune_and_scores_on_circuit_tracer_graph(tiny, ct_graph):
-    from llm_biology.graphs import as_graph_data
-    _check_same_pruning(as_graph_data(ct_graph, tiny[0].tokenizer), ct_graph)
+    from llm_biology.graphs import as_graph
+    _check_same_pruning(as_graph(ct_graph, tiny[0].tokenizer), ct_graph)
 
 
 def test_viewer_json_on_circuit_tracer_graph(tiny, ct_graph, tmp_path):
-    from llm_biology.graphs import as_graph_data
-    _check_same_viewer_json(as_graph_data(ct_graph, tiny[0].tokenizer), ct_graph, tmp_path)
+    from llm_biology.graphs import as_graph
+    _check_same_viewer_json(as_graph(ct_graph, tiny[0].tokenizer), ct_graph, tmp_path)
 
 
 def test_prune_and_scores_on_engine_behaviour_graph(engine_graph):

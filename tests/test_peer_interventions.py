@@ -19,7 +19,7 @@ REGIMES = {"free": dict(freeze_attention=False), "frozen": dict(freeze_attention
 def setup():
     import torch
     torch.set_num_threads(1)
-    from llm_biology.tiny import tiny_hub
+    from llm_biology.testing import tiny_hub
     from llm_biology.models import load_model
     hub = tiny_hub()
     lm = load_model(hub.model_id, cache_dir=hub.cache_dir)

@@ -69,7 +69,7 @@ BEHAVIOURS = ("grammar_agreement", "factual_recall", "sentiment_continuation", "
 
 def test_pipeline_prompts_and_baseline_end_to_end(tmp_path, monkeypatch):
     "`run_pipeline` runs both templates on the tiny model (loaded through the offline hub), then skips them."
-    from llm_biology.tiny import tiny_hub
+    from llm_biology.testing import tiny_hub
     from llm_biology import cli
     from llm_biology.cli import run_pipeline
     from llm_biology.core import RunConfig, model_paths
