@@ -36,8 +36,10 @@ browser:
 slow: venv
 	$(TEST_ENV) LLMB_TEST_FLAGS=slow $(BIN)/python -m pytest
 
+## Notebooks -> package: nbdev-export, then the stage templates' parameters (from RunConfig) and their shipped copies.
 export: venv
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+	$(BIN)/python -c "from llm_biology.cli import sync_templates; sync_templates('circuit_nbs', 'llm_biology/assets/templates')"
 
 bench: venv
 	$(BIN)/python bench/bench_baseline.py

@@ -6,18 +6,21 @@ Docs: https://llm-biology.github.io/llm_biology/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #67ff26b9
 from __future__ import annotations
-import json, os, random, tempfile
+import json, math, os, random, re, tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field, asdict, replace
+from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import NamedTuple, Iterator
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['BEHAVIOUR_SPECS', 'BEHAVIOURS', 'REPO_ROOT', 'MODEL_REGISTRY', 'LLMBiologyError', 'BehaviourSpec',
-           'get_behaviour_spec', 'ModelSpec', 'is_hub_id', 'get_model_spec', 'RunConfig', 'ModelPaths', 'model_slug',
-           'model_paths', 'seed_everything', 'atomic_write', 'write_json', 'read_json', 'save_figure']
+__all__ = ['BEHAVIOUR_SPECS', 'BEHAVIOURS', 'MODEL_REGISTRY', 'LAYER_PRESETS', 'STAGE_NAMES', 'STAGE_RECORD_FORMAT', 'RUN_FORMAT',
+           'LLMBiologyError', 'BehaviourSpec', 'get_behaviour_spec', 'package_asset', 'resolve_ref', 'ModelSpec',
+           'is_hub_id', 'get_model_spec', 'parse_layers', 'analysis_layers', 'RunConfig', 'ModelPaths', 'model_slug',
+           'model_paths', 'paths_at', 'seed_everything', 'atomic_write', 'temp_owner', 'write_json', 'read_json',
+           'finite_or_none', 'save_figure', 'StageResult', 'peak_rss_mb', 'stage_run', 'stage_record_file',
+           'read_stage_record', 'new_run_record', 'write_run_record', 'read_run_record']
 
 # %% ../nbs/00_core.ipynb #a6fe42ce
 class LLMBiologyError(Exception):
@@ -49,25 +52,38 @@ def get_behaviour_spec(name: str) -> BehaviourSpec:
     return BEHAVIOUR_SPECS[name]
 
 # %% ../nbs/00_core.ipynb #8c3f72b9
-REPO_ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().resolve().parent
-
 _REGISTRY_ROWS = [
-    # slug,          hf_id,              transcoders,                              dtype,      n_layers, d_model, d_transcoder
-    ("qwen3-0.6b",   "Qwen/Qwen3-0.6B",  "mwhanna/qwen3-0.6b-transcoders-lowl0",  "bfloat16", 28, 1024, 163840),
-    ("qwen3-1.7b",   "Qwen/Qwen3-1.7B",  "mwhanna/qwen3-1.7b-transcoders-lowl0",  "bfloat16", 28, 2048, 163840),
-    ("qwen3-4b",     "Qwen/Qwen3-4B",    "mwhanna/qwen3-4b-transcoders",          "bfloat16", 36, 2560, 163840),
-    ("qwen3-8b",     "Qwen/Qwen3-8B",    "mwhanna/qwen3-8b-transcoders",          "bfloat16", 36, 4096, 163840),
-    ("qwen3-14b",    "Qwen/Qwen3-14B",   "mwhanna/qwen3-14b-transcoders-lowl0",   "bfloat16", 40, 5120, 163840),
-    ("demo",         "data/demo/model",  "data/demo/transcoders",                 "float32",   4,  128,   1024),
+    # slug,          hf_id,                    transcoders,                              dtype,      n_layers, d_model, d_transcoder
+    ("qwen3-0.6b",   "Qwen/Qwen3-0.6B",        "mwhanna/qwen3-0.6b-transcoders-lowl0",  "bfloat16", 28, 1024, 163840),
+    ("qwen3-1.7b",   "Qwen/Qwen3-1.7B",        "mwhanna/qwen3-1.7b-transcoders-lowl0",  "bfloat16", 28, 2048, 163840),
+    ("qwen3-4b",     "Qwen/Qwen3-4B",          "mwhanna/qwen3-4b-transcoders",          "bfloat16", 36, 2560, 163840),
+    ("qwen3-8b",     "Qwen/Qwen3-8B",          "mwhanna/qwen3-8b-transcoders",          "bfloat16", 36, 4096, 163840),
+    ("qwen3-14b",    "Qwen/Qwen3-14B",         "mwhanna/qwen3-14b-transcoders-lowl0",   "bfloat16", 40, 5120, 163840),
+    ("demo",         "package:demo/model",     "package:demo/transcoders",              "float32",   4,  128,   1024),
 ]
 
 # %% ../nbs/00_core.ipynb #ea7e4735
+def package_asset(rel: str) -> Path:
+    """The path of `llm_biology/assets/<rel>`, shipped with the package."""
+    import importlib.resources
+    p = Path(str(importlib.resources.files("llm_biology").joinpath("assets", *rel.split("/"))))
+    if not p.exists():
+        raise LLMBiologyError(f"The package data {rel!r} is missing from this llm_biology installation ({p}). "
+                              "Fix: reinstall the package (its wheel ships assets/), or rebuild the demo with "
+                              "`llm-biology demo train`.")
+    return p
+
+def resolve_ref(ref: str) -> str:
+    """A model or transcoder reference with `package:` resolved to a folder (anything else as given)."""
+    return str(package_asset(ref.removeprefix("package:"))) if ref.startswith("package:") else ref
+
+# %% ../nbs/00_core.ipynb #8a0631f7
 @dataclass(frozen=True)
 class ModelSpec:
     """One registry row: where a model and its transcoders live, and their shape."""
     slug: str
-    hf_id: str                    # hub repo id, or a folder relative to the repository root
-    transcoders: str              # hub repo id[@revision][//subfolder], or a folder
+    hf_id: str                    # hub repo id, or `package:<asset folder>` for models shipped with the package
+    transcoders: str              # hub repo id[@revision][//subfolder], a folder, or `package:<asset folder>`
     dtype: str = "bfloat16"
     n_layers: int | None = None
     d_model: int | None = None
@@ -77,21 +93,20 @@ class ModelSpec:
 
     @property
     def is_local(self) -> bool:
-        """True when the model is a folder shipped with the repository (the demo)."""
-        return not is_hub_id(self.hf_id) or (REPO_ROOT / self.hf_id).exists()
+        """True when the model ships with the package (the demo)."""
+        return self.hf_id.startswith("package:")
 
     def model_ref(self) -> str:
-        """What `load_model` should open: an absolute folder for local models, else the hub id."""
-        return str(REPO_ROOT / self.hf_id) if self.is_local else self.hf_id
+        """What `load_model` should open: the shipped folder, else the hub id."""
+        return resolve_ref(self.hf_id)
 
     def transcoder_ref(self) -> str:
-        """What `load_transcoders` should open: an absolute folder for local sets, else the hub ref."""
-        local = REPO_ROOT / self.transcoders
-        return str(local) if (self.is_local or local.exists()) else self.transcoders
+        """What `load_transcoders` should open: the shipped folder, else the hub reference."""
+        return resolve_ref(self.transcoders)
 
 def is_hub_id(ref: str) -> bool:
     """True when `ref` has the shape of a Hugging Face repo id (`org/name`), not a path."""
-    return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and not Path(ref).expanduser().is_dir()
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     slug: ModelSpec(slug, hf, tc, dtype, nl, dm, dt) for slug, hf, tc, dtype, nl, dm, dt in _REGISTRY_ROWS}
@@ -106,64 +121,163 @@ def get_model_spec(slug: str) -> ModelSpec:
     return MODEL_REGISTRY[slug]
 
 # %% ../nbs/00_core.ipynb #6670cf3d
+LAYER_PRESETS: dict[str, tuple[int, int]] = {"early": (0, 4), "middle": (15, 20), "late": (30, 35), "default": (10, 25)}
+_SPEC_DEPTH = 36  # the spec's presets are for Qwen3-4B
+
+def parse_layers(layers) -> tuple | str | None:
+    """`layers` in canonical form (None, a preset name, or a tuple of ints), or a clear error with an example."""
+    if layers is None or (isinstance(layers, str) and layers in (*LAYER_PRESETS, "all")):
+        return None if layers in (None, "all") else layers
+    if isinstance(layers, str):
+        out = []
+        for part in filter(None, (p.strip() for p in layers.split(","))):
+            lo, sep, hi = part.partition("-")
+            if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+                raise LLMBiologyError(f"layers={layers!r}: {part!r} is not a layer or a range. Use a preset "
+                                      f"({', '.join(LAYER_PRESETS)}, all) or layers and ranges, e.g. '0-4,15-20' or '3,7'.")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        if not out: raise LLMBiologyError(f"layers={layers!r} names no layer; e.g. '0-4,15-20', 'middle' or 'all'.")
+        return tuple(sorted(set(out)))
+    try: vals = [int(l) for l in layers]
+    except (TypeError, ValueError):
+        raise LLMBiologyError(f"layers={layers!r}: give layer indices (e.g. [3, 7]), a range string or a preset.") from None
+    if any(v < 0 for v in vals) or not vals:
+        raise LLMBiologyError(f"layers={layers!r}: layer indices are >= 0 and at least one is needed, e.g. [3, 7].")
+    return tuple(sorted(set(vals)))
+
+def analysis_layers(layers, n_layers: int) -> list[int]:
+    """The analysis layers of a model with `n_layers` layers (see above)."""
+    layers = parse_layers(layers)
+    if layers is None: return list(range(n_layers))
+    if isinstance(layers, str):
+        lo, hi = (round(x * (n_layers - 1) / (_SPEC_DEPTH - 1)) for x in LAYER_PRESETS[layers])
+        return list(range(lo, hi + 1))
+    bad = [l for l in layers if l >= n_layers]
+    if bad: raise LLMBiologyError(f"Layers {bad} do not exist: the model has layers 0..{n_layers - 1}.")
+    return list(layers)
+
+# %% ../nbs/00_core.ipynb #3a91580a
+STAGE_NAMES = ("prompts", "baseline", "features", "attribution", "catalog", "interventions")
+_ALL, _MODEL = STAGE_NAMES, STAGE_NAMES[1:]
+_NUMERICS = ("baseline", "features", "attribution", "catalog", "interventions")
+
+def _f(default, help: str, stages=(), **kw):
+    return field(default=default, metadata=dict(help=help, stages=tuple(stages), **kw))
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every parameter of a pipeline run, with the spec's defaults."""
-    model: str = "demo"
-    transcoders: str | None = None     # None: the registry's transcoder set for `model`
-    behaviours: tuple[str, ...] = BEHAVIOURS
-    split: str = "test"
-    n_prompts: int | None = None       # None: every prompt of the split
-    layers: tuple[int, ...] | None = None  # None: every layer
-    device: str = "cpu"
-    dtype: str | None = None           # None: the registry's dtype (float32 on CPU)
-    data_dir: str = "data"
-    batch_size: int = 8
+    model: str = _f("demo", "registry slug, Hugging Face id (org/name) or model folder", _ALL)
+    transcoders: str | None = _f(None, "transcoder set: hub id[@revision][//subfolder] or folder (None: the registry's)",
+                                 ("features", "attribution", "catalog", "interventions"))
+    behaviours: tuple[str, ...] = _f(BEHAVIOURS, "behaviours to run (comma-separated)", _ALL)
+    split: str = _f("test", "prompt split the analysis stages use: train or test", _MODEL)
+    n_prompts: int | None = _f(None, "prompts per behaviour (None: the whole split)", _MODEL)
+    layers: tuple[int, ...] | str | None = _f(None, "analysis layers: a preset (early, middle, late, default, all) "
+                                              "or layers and ranges like 0-4,15-20 (None: all)",
+                                              ("features", "catalog", "interventions"))
+    device: str = _f("cpu", "torch device: cpu, cuda or cuda:<i>", _NUMERICS)
+    dtype: str | None = _f(None, "float32, bfloat16 or float16 (None: float32 on CPU, the registry's dtype on GPU)", _NUMERICS)
+    data_dir: str = _f("data", "where results go: <data_dir>/<model slug>/ (relative to the working directory)")
+    batch_size: int = _f(8, "prompts per forward pass", _NUMERICS)
     # seeds (spec, "Configuration Reference")
-    prompt_seed: int = 42
-    intervention_seed: int = 456
-    torch_seed: int = 789
-    # prompts
-    n_train: int = 80
-    n_test: int = 20
+    prompt_seed: int = _f(42, "seed of prompt sampling", ("prompts",))
+    intervention_seed: int = _f(456, "seed of the random controls of interventions", ("interventions",))
+    torch_seed: int = _f(789, "torch seed, set at the start of every stage", _ALL)
+    # prompts (Step 1)
+    n_train: int = _f(80, "train prompts per behaviour", ("prompts",))
+    n_test: int = _f(20, "test prompts per behaviour", ("prompts",))
+    # baseline (Step 2) and which behaviours go on
+    include_failed: bool = _f(False, "also analyse behaviours and prompts that fail their baseline",
+                              ("attribution", "catalog", "interventions"))
     # features (Step 3)
-    top_k: int = 50
-    token_positions: str = "last_5"    # "last_<k>" or "all"
-    activation_threshold: float = 0.1
+    top_k: int = _f(50, "top-k features kept per sample", ("features",))
+    token_positions: str = _f("last_5", "positions whose features are extracted: last_<k> or all", ("features",))
     # attribution (Step 4)
-    node_threshold: float = 0.8
-    edge_threshold: float = 0.98
-    edge_weight_threshold: float = 0.01
-    top_k_edges: int = 10
-    feature_frequency_threshold: float = 0.2
-    max_feature_nodes: int | None = 8192  # cap on feature nodes explored (influence order); None: all
+    max_feature_nodes: int | None = _f(8192, "cap on feature nodes explored, in influence order (None: all)", ("attribution",))
+    pruning: str = _f("influence", "per-prompt graph pruning: influence (circuit-tracer's) or topk (the spec's)",
+                      ("attribution",))
+    node_threshold: float = _f(0.8, "influence pruning: share of node influence kept", ("attribution",))
+    edge_threshold: float = _f(0.98, "influence pruning: share of edge influence kept", ("attribution",))
+    top_k_edges: int = _f(10, "topk pruning: incoming edges kept per node", ("attribution",))
+    edge_weight_threshold: float = _f(0.01, "topk pruning: minimum |edge weight|", ("attribution",))
+    activation_threshold: float = _f(0.1, "topk pruning: minimum activation of a feature node", ("attribution",))
+    feature_frequency_threshold: float = _f(0.2, "aggregated graph: minimum share of prompts holding a feature",
+                                            ("attribution",))
+    # reading the circuit
+    corpus: str | None = _f(None, "feature catalog corpus: a text file (one context per line) or a Hugging Face "
+                            "dataset id (None: the behaviour pools and the shipped general text)", ("catalog",))
+    catalog_features: int = _f(20, "circuit features per behaviour and class that get a catalog card", ("catalog",))
     # interventions (Step 5)
-    inhibition_factor: float = 1.0
+    inhibition_factor: float = _f(1.0, "inhibition: a feature becomes -factor x its activation", ("interventions",))
+    n_control_draws: int = _f(10, "random control draws per k", ("interventions",))
+    steering_factor: float = _f(4.0, "steering: clamp features to -factor x their activation", ("interventions",))
+    # execution (no effect on results)
+    offload: bool = _f(False, "attribution: keep transcoders on the CPU and move rows to the device as needed",
+                       ("attribution",))
+    backend: str = _f("local", "where the heavy stages run: local or ray")
+    address: str | None = _f(None, "Ray cluster address: auto or HOST:PORT (None: start a local cluster)")
+    gpus_per_unit: float = _f(0.0, "GPUs per Ray unit (0: CPU units)")
 
     def __post_init__(self):
-        for name in ("behaviours", "layers"):  # lists (from JSON, papermill, argparse) become tuples
+        for name in ("behaviours",):  # lists (from JSON, papermill, argparse) become tuples
             v = getattr(self, name)
-            if v is not None and not isinstance(v, tuple): object.__setattr__(self, name, tuple(v))
+            if isinstance(v, str): v = [x.strip() for x in v.split(",") if x.strip()]
+            if not isinstance(v, tuple): object.__setattr__(self, name, tuple(v))
+        object.__setattr__(self, "layers", parse_layers(self.layers))
+        if not self.behaviours: raise LLMBiologyError("behaviours is empty: name at least one, e.g. grammar_agreement.")
         for b in self.behaviours: get_behaviour_spec(b)
-        if self.split not in ("train", "test"):
-            raise LLMBiologyError(f"split must be 'train' or 'test', not {self.split!r}.")
-        if not (self.token_positions == "all" or
-                (self.token_positions.startswith("last_") and self.token_positions[5:].isdigit())):
-            raise LLMBiologyError(f"token_positions must be 'all' or 'last_<k>', not {self.token_positions!r}.")
+        _check_choice("split", self.split, ("train", "test"))
+        _check_choice("pruning", self.pruning, ("influence", "topk"))
+        _check_choice("backend", self.backend, ("local", "ray"))
+        if not (self.token_positions == "all" or (self.token_positions.startswith("last_") and
+                                                  self.token_positions[5:].isdigit() and int(self.token_positions[5:]) > 0)):
+            raise LLMBiologyError(f"token_positions must be 'all' or 'last_<k>' with k >= 1 (e.g. last_5), not "
+                                  f"{self.token_positions!r}.")
+        for name in ("batch_size", "top_k", "top_k_edges", "n_control_draws", "catalog_features"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("n_train", "n_test"): _check_int(name, getattr(self, name), 0)
+        for name in ("n_prompts", "max_feature_nodes"):
+            if getattr(self, name) is not None: _check_int(name, getattr(self, name), 1)
+        for name in ("node_threshold", "edge_threshold", "feature_frequency_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise LLMBiologyError(f"{name}={v!r}: must be a number between 0 and 1, e.g. 0.8.")
+        if not isinstance(self.gpus_per_unit, (int, float)) or self.gpus_per_unit < 0:
+            raise LLMBiologyError(f"gpus_per_unit={self.gpus_per_unit!r}: must be >= 0, e.g. 1.")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the configuration."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-# %% ../nbs/00_core.ipynb #3a91580a
+    @classmethod
+    def from_parameters(cls, namespace: dict) -> RunConfig:
+        """The config of a stage template: its UPPER_CASE parameters (papermill's) by field name."""
+        return cls(**{f.name: namespace[f.name.upper()] for f in fields(cls) if f.name.upper() in namespace})
+
+    def stage_fields(self, stage: str) -> dict:
+        """The fields `stage` reads, with their values (what its fingerprint covers)."""
+        d = self.to_dict()
+        return {f.name: d[f.name] for f in fields(self) if stage in f.metadata["stages"]}
+
+def _check_choice(name: str, v, choices) -> None:
+    if v not in choices: raise LLMBiologyError(f"{name}={v!r}: use one of {', '.join(choices)}.")
+
+def _check_int(name: str, v, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise LLMBiologyError(f"{name}={v!r}: must be an integer >= {lo}, e.g. {max(lo, 8 if name == 'batch_size' else lo)}.")
+
+# %% ../nbs/00_core.ipynb #e6f45392
 class ModelPaths(NamedTuple):
     """The result folders of one model."""
+    data_dir: Path
     root: Path
     prompts: Path
     results: Path
     figures: Path
     features: Path
     attribution: Path
+    catalog: Path
     interventions: Path
     notebooks: Path
     run_json: Path
@@ -172,18 +286,37 @@ class ModelPaths(NamedTuple):
         """`prompts/{behaviour}_{split}.jsonl`."""
         return self.prompts / f"{behaviour}_{split}.jsonl"
 
+    def rel(self, path) -> str:
+        """`path` relative to the data dir, as written into outputs."""
+        return Path(os.path.relpath(Path(path).absolute(), self.data_dir.absolute())).as_posix()
+
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
 def model_slug(ref: str) -> str:
-    """A file-system-safe slug for a registry slug, hub id or folder."""
+    """A file-system-safe slug for a registry slug, hub id or folder; never one that leaves the data dir."""
     if ref in MODEL_REGISTRY: return ref
-    return Path(ref).name if Path(ref).expanduser().is_dir() else ref.strip("/").replace("/", "--")
+    folder = Path(ref).expanduser()
+    if not str(ref).strip(): slug = ""
+    elif folder.is_dir(): slug = folder.resolve().name
+    elif _HUB_ID_RE.match(str(ref)) and str(ref).split("/")[1] not in (".", ".."): slug = str(ref).replace("/", "--")
+    else: slug = ""
+    if slug in ("", ".", "..") or any(c in slug for c in ("/", "\\", "\0")) or slug.startswith("."):
+        raise LLMBiologyError(f"The model reference {ref!r} gives the results folder name {slug!r}, which would not "
+                              "be a folder inside the data dir. Fix: name a model folder (e.g. ./models/mymodel), a hub "
+                              "id (org/name) or a registry slug.")
+    return slug
 
 def model_paths(model: str, data_dir: str | Path = "data") -> ModelPaths:
     """The `ModelPaths` of `model` (slug, hub id or folder) under `data_dir`."""
-    root = Path(data_dir) / model_slug(model)
-    results = root / "results"
-    return ModelPaths(root, root / "prompts", results, results / "figures", results / "transcoder_features",
-                      results / "attribution_graphs", results / "interventions", root / "notebooks",
-                      root / "run.json")
+    return paths_at(Path(data_dir) / model_slug(model))
+
+def paths_at(root: str | Path) -> ModelPaths:
+    """The `ModelPaths` of a model's results folder `root` (its parent is the data dir)."""
+    root = Path(root)
+    data_dir, results = root.parent, root / "results"
+    return ModelPaths(data_dir, root, root / "prompts", results, results / "figures", results / "transcoder_features",
+                      results / "attribution_graphs", results / "features_catalog", results / "interventions",
+                      root / "notebooks", root / "run.json")
 
 # %% ../nbs/00_core.ipynb #dd9678bb
 def seed_everything(seed: int) -> None:
@@ -196,35 +329,68 @@ def seed_everything(seed: int) -> None:
 def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
     """Open a temporary file beside `path`; rename it to `path` only if the block succeeds."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kwargs) as f: yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
 
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]*\.tmp(?:\.ipynb)?$")
+
+def temp_owner(path: str | Path) -> int | None:
+    """The process id that wrote a temporary file named by `atomic_write` (or the runner), else None."""
+    m = _TEMP_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
 # %% ../nbs/00_core.ipynb #b34f91e2
 def write_json(obj, path: str | Path) -> Path:
-    """Write `obj` as indented, key-sorted JSON, atomically."""
+    """Write `obj` as indented, key-sorted, strict JSON (no NaN), atomically."""
+    bad = _non_finite(obj)
+    if bad is not None:
+        raise LLMBiologyError(f"Refusing to write {path}: the value at {bad} is not a finite number (JSON has no NaN); "
+                              "the writer must record it as null.")
     with atomic_write(path) as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default); f.write("\n")
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default, allow_nan=False); f.write("\n")
     return Path(path)
 
 def read_json(path: str | Path):
     """Read a JSON file, with a clear error when it is missing or malformed."""
     path = Path(path)
     if not path.exists(): raise LLMBiologyError(f"Missing file {path}: run the stage that writes it first.")
-    try: return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LLMBiologyError(f"{path} is not valid JSON ({e}); delete it and re-run the stage that writes it.") from e
+    try: return json.loads(path.read_text(), parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
+        raise LLMBiologyError(f"{path} is not valid JSON ({e}); delete it and re-run the stage that writes it.") from None
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+def _non_finite(o, where: str = "the top level"):
+    "The key path of the first non-finite float in `o`, else None."
+    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)): return where
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if (r := _non_finite(v, f"{where} > {k}" if where != "the top level" else str(k))) is not None: return r
+    if isinstance(o, (list, tuple)):
+        for i, v in enumerate(o):
+            if (r := _non_finite(v, f"{where}[{i}]")) is not None: return r
+    if isinstance(o, np.ndarray) and o.dtype.kind == "f" and not np.isfinite(o).all(): return where
+    return None
 
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
+    if isinstance(o, np.bool_): return bool(o)
     if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, Path): return str(o)
+    if isinstance(o, Path): return o.as_posix()
     if isinstance(o, (set, frozenset)): return sorted(o)
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+def finite_or_none(x) -> float | None:
+    """A float for JSON: None for missing, NaN or infinite values."""
+    if x is None: return None
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 # %% ../nbs/00_core.ipynb #7aeec959
 def save_figure(fig, path: str | Path, dpi: int = 110, close: bool = False) -> Path:
@@ -237,3 +403,93 @@ def save_figure(fig, path: str | Path, dpi: int = 110, close: bool = False) -> P
         plt.close(fig)
     with atomic_write(path, "wb") as f: f.write(buf.getvalue())
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #48995e3f
+class StageResult(NamedTuple):
+    """What one pipeline stage wrote, and what its page shows."""
+    stage: str
+    config: RunConfig
+    files: tuple          # every file written (Paths)
+    tables: dict          # name -> DataFrame
+    figures: dict         # name -> PNG Path
+    details: object = None
+
+STAGE_RECORD_FORMAT = "llm_biology.stage_record/1"
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    import resource, sys
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+class _StageRun:
+    def __init__(self, name: str, cfg: RunConfig):
+        self.name, self.cfg, self.files = name, cfg, []
+    def __enter__(self):
+        import time
+        seed_everything(self.cfg.torch_seed)
+        self.t0 = time.perf_counter()
+        if self.cfg.device.startswith("cuda"):
+            import torch
+            if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+        return self
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None: return False
+        import time
+        gpu = None
+        if self.cfg.device.startswith("cuda"):
+            import torch
+            if torch.cuda.is_available(): gpu = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        paths = model_paths(self.cfg.model, self.cfg.data_dir)
+        write_json({"format": STAGE_RECORD_FORMAT, "stage": self.name, "wall_time_s": round(time.perf_counter() - self.t0, 2),
+                    "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu, "device": self.cfg.device},
+                   stage_record_file(paths, self.name))
+        return False
+
+def stage_run(name: str, cfg: RunConfig) -> _StageRun:
+    """Context of a stage's body: seeds torch, then records wall time and peak memory in `stages/<name>.json`."""
+    if name not in STAGE_NAMES: raise LLMBiologyError(f"Unknown stage {name!r}; the stages are {', '.join(STAGE_NAMES)}.")
+    return _StageRun(name, cfg)
+
+def stage_record_file(paths: ModelPaths, name: str) -> Path:
+    """`stages/<name>.json` under the model root."""
+    return paths.root / "stages" / f"{name}.json"
+
+def read_stage_record(paths: ModelPaths, name: str) -> dict | None:
+    """A stage's record (wall time, peak memory), or None when the stage has not run."""
+    p = stage_record_file(paths, name)
+    if not p.exists(): return None
+    rec = read_json(p)
+    if not isinstance(rec, dict) or rec.get("format") != STAGE_RECORD_FORMAT:
+        raise LLMBiologyError(f"{p} is not a stage record ({STAGE_RECORD_FORMAT}); delete it and re-run the stage.")
+    return rec
+
+# %% ../nbs/00_core.ipynb #d92439c0
+RUN_FORMAT = "llm_biology.run/2"
+_RUN_KEYS = {"format", "config", "environment", "revisions", "stages"}
+_RUN_STAGE_KEYS = {"fingerprint", "outputs", "wall_time_s", "peak_rss_mb", "peak_gpu_mb", "notebook", "finished_at"}
+
+def new_run_record() -> dict:
+    """An empty run record."""
+    return {"format": RUN_FORMAT, "config": {}, "environment": {}, "revisions": {}, "stages": {}}
+
+def write_run_record(record: dict, path: str | Path) -> Path:
+    """Write `run.json` (checked like the reader checks it), atomically."""
+    _check_run_record(record, path)
+    return write_json(record, path)
+
+def read_run_record(path: str | Path) -> dict:
+    """Read a `run.json` written by `write_run_record`; a missing file is an empty record."""
+    if not Path(path).exists(): return new_run_record()
+    return _check_run_record(read_json(path), path)
+
+def _check_run_record(r, where) -> dict:
+    if not isinstance(r, dict) or set(r) != _RUN_KEYS or r.get("format") != RUN_FORMAT:
+        got = sorted(r) if isinstance(r, dict) else type(r).__name__
+        raise LLMBiologyError(f"{where} is not a run record ({RUN_FORMAT}: keys {sorted(_RUN_KEYS)}, got {got}). "
+                              "Delete it: the next run re-runs every stage and writes a new one.")
+    for name, s in r["stages"].items():
+        if not isinstance(s, dict) or set(s) != _RUN_STAGE_KEYS:
+            raise LLMBiologyError(f"{where}: stage {name!r} has keys {sorted(s) if isinstance(s, dict) else s}, expected "
+                                  f"{sorted(_RUN_STAGE_KEYS)}. Delete the file to re-run every stage.")
+    return r

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import (LLMBiologyError, BEHAVIOURS, REPO_ROOT, get_behaviour_spec, read_json, write_json)
+from .core import (LLMBiologyError, BEHAVIOURS, get_behaviour_spec, package_asset, read_json, write_json)
 from .prompts import (GRAMMAR_SUBJECTS, VERB_PAIRS, CAPITALS, SENTIMENT_WORDS, SENTIMENT_TOPICS,
                                  prompt_pool, generate_prompts)
 from .testing import build_qwen_tokenizer, tiny_qwen3_config
@@ -339,18 +339,17 @@ def evaluate_demo(model_dir: str | Path | None = None, split: str = "test", n: i
     model_dir = _resolve(model_dir) if model_dir is not None else demo_root() / "model"
     if not (model_dir / "config.json").exists():
         raise DemoError(f"No model in {model_dir}: train it with `llm-biology demo train` (or `train_demo()`).")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     return evaluate_model(model, tok, eval_records(tok, split, n, behaviours=behaviours))
 
 def _resolve(p: str | Path) -> Path:
-    "A relative path resolves against the repository root when it does not exist here."
-    p = Path(p)
-    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
+    "A path as given (relative ones from the working directory)."
+    return Path(p).expanduser()
 
 def demo_root() -> Path:
-    """The repository's `data/demo` folder (the registry's `demo` model and transcoders live there)."""
-    return REPO_ROOT / "data" / "demo"
+    """The shipped demo: `model/` and `transcoders/` inside the package (where the registry's `demo` slug points)."""
+    return package_asset("demo")
 
 # %% ../nbs/10_demo.ipynb #0da99818
 class _JumpReLU(torch.autograd.Function):
@@ -509,7 +508,7 @@ def train_transcoders(model_dir: str | Path, out_dir: str | Path, cfg: Transcode
     model_dir = _resolve(model_dir)
     if not (model_dir / "config.json").exists():
         raise DemoError(f"No model in {model_dir}: train it first with `train_demo_model`.")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     corpus = build_corpus(demo_cfg.corpus_seed, demo_cfg.n_filler)
     r = np.random.default_rng(cfg.seed)
@@ -548,8 +547,8 @@ def train_transcoders(model_dir: str | Path, out_dir: str | Path, cfg: Transcode
 # %% ../nbs/10_demo.ipynb #57f88d41
 def train_demo(out_root: str | Path | None = None, cfg: DemoConfig = DemoConfig(),
                tc_cfg: TranscoderConfig = TranscoderConfig(), log=print) -> dict:
-    """Train the demo model and its transcoders into `out_root` (default `demo_root()`); return a summary."""
-    out_root = Path(out_root) if out_root is not None else demo_root()
+    """Train the demo model and its transcoders into `out_root` (default: the working directory); return a summary."""
+    out_root = Path(out_root) if out_root is not None else Path.cwd()
     t0 = time.time()
     tl = train_demo_model(out_root / "model", cfg, log)
     met = train_transcoders(out_root / "model", out_root / "transcoders", tc_cfg, cfg, log)

@@ -17,8 +17,9 @@ import torch
 from .core import LLMBiologyError, MODEL_REGISTRY, ModelSpec, get_model_spec
 
 # %% auto #0
-__all__ = ['sink_token_id', 'TokenBatch', 'pad_right', 'LanguageModel', 'load_model', 'sequence_logprobs', 'LogprobDiffs',
-           'logprob_diffs', 'AnswerTokens', 'answer_tokens', 'logit_diffs', 'MLPCapture', 'capture_mlp']
+__all__ = ['sink_token_id', 'TokenBatch', 'pad_right', 'LanguageModel', 'check_device', 'load_model', 'load_tokenizer',
+           'sequence_logprobs', 'LogprobDiffs', 'logprob_diffs', 'AnswerTokens', 'answer_tokens', 'logit_diffs',
+           'MLPCapture', 'capture_mlp']
 
 # %% ../nbs/02_models.ipynb #98b5cb9a
 def sink_token_id(tokenizer) -> int:
@@ -114,24 +115,55 @@ def _check_layer(lm, layer) -> int:
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
-def load_model(ref: str, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
-               revision: str | None = None, cache_dir: str | Path | None = None, **model_kwargs) -> LanguageModel:
-    """Load a model + tokenizer from a folder, a registry slug or a hub id into a `LanguageModel`."""
+def check_device(device) -> torch.device:
+    """`device` as a torch device, or a clear error when this machine does not have it."""
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise LLMBiologyError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:<index>.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LLMBiologyError(f"device={device!r}: CUDA is not available on this machine (no GPU, or a CPU-only torch). "
+                                  "Fix: use --device cpu, or install the CUDA build of torch on a GPU machine.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LLMBiologyError(f"device={device!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                  f"cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    elif dev.type not in ("cpu", "mps"):
+        raise LLMBiologyError(f"device={device!r} is not supported: use cpu or cuda.")
+    return dev
+
+def _model_source(ref: str, revision, cache_dir):
+    "(folder, spec, commit) of a registry slug, folder or hub id."
     spec, src = None, str(ref)
     if not Path(src).expanduser().is_dir() and src in MODEL_REGISTRY:
         spec = get_model_spec(src); src = spec.model_ref(); revision = revision or spec.revision
-    if Path(src).expanduser().is_dir():
-        folder, commit = Path(src).expanduser(), None
-    elif src.startswith(("/", ".", "~")) or src.count("/") > 1 or "\\" in src:
+    if Path(src).expanduser().is_dir(): return Path(src).expanduser(), spec, None
+    if src.startswith(("/", ".", "~")) or src.count("/") > 1 or "\\" in src:
         raise LLMBiologyError(f"Model folder {src} does not exist. Pass an existing folder saved with "
-                              "`save_pretrained`, a hub id (org/name) or a registry slug"
-                              + (" (the demo model is built by the demo stage)." if spec and spec.slug == "demo" else "."))
-    elif src.count("/") == 1:
-        folder = _hub_snapshot(src, revision, cache_dir); commit = folder.name
-    else:
-        get_model_spec(src)  # raises: unknown slug, listing the known ones
+                              "`save_pretrained`, a hub id (org/name) or a registry slug.")
+    if src.count("/") == 1:
+        folder = _hub_snapshot(src, revision, cache_dir)
+        return folder, spec, folder.name
+    get_model_spec(src)  # raises: unknown slug, listing the known ones
+
+def load_model(ref: str, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+               revision: str | None = None, cache_dir: str | Path | None = None, **model_kwargs) -> LanguageModel:
+    """Load a model + tokenizer from a folder, a registry slug or a hub id into a `LanguageModel`."""
+    check_device(device)
+    folder, spec, commit = _model_source(ref, revision, cache_dir)
     return _load_folder(folder, device, _resolve_dtype(dtype, device, spec), model_kwargs,
                         ref=str(ref), spec=spec, revision=commit)
+
+def load_tokenizer(ref: str, revision: str | None = None, cache_dir: str | Path | None = None):
+    """The tokenizer of a registry slug, folder or hub id, without loading the model."""
+    from transformers import AutoTokenizer
+    folder, _, _ = _model_source(ref, revision, cache_dir)
+    try: return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as e:
+        raise LLMBiologyError(f"Could not load the tokenizer of {ref} ({folder}): {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}. Fix: the folder needs tokenizer files "
+                              "(tokenizer.json or the tokenizer's own).") from None
+
+
 
 # %% ../nbs/02_models.ipynb #3edc4495
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir) -> Path:
@@ -170,14 +202,21 @@ def _load_folder(folder: Path, device, dtype, model_kwargs, **meta) -> LanguageM
         raise LLMBiologyError(f"{folder} has no config.json, so it is not a Hugging Face model folder. Point at the "
                               "folder that holds config.json and *.safetensors (written by `save_pretrained`).")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    weights = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "no *.safetensors file"
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=False, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise LLMBiologyError(f"Could not load the model in {folder}: {str(e).splitlines()[0]}. Fix: the folder needs "
-                              "config.json, *.safetensors weights (pickled .bin files are refused; convert them) "
-                              "and tokenizer files, for a model type this transformers version knows.") from e
+    except Exception as e:  # OSError, ValueError, safetensors' errors on a truncated file, ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LLMBiologyError(f"Could not load the model in {folder} ({weights}): {type(e).__name__}: {msg}. Fix: the "
+                              "folder needs config.json, complete *.safetensors weights (a truncated or corrupt file "
+                              "must be downloaded again; pickled .bin files are refused) and tokenizer files, for a "
+                              "model type this transformers version knows.") from None
+    for name, t in model.state_dict().items():   # a diverged or corrupt checkpoint is refused here, not at the end
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise LLMBiologyError(f"{folder} ({weights}): tensor {name} holds {int((~torch.isfinite(t)).sum())} "
+                                  "non-finite value(s) (NaN or inf). Fix: re-download or re-train the model.")
     lm = LanguageModel(model.to(device).eval(), tokenizer, **meta)
     spec = meta.get("spec")
     if spec and (spec.n_layers not in (None, lm.n_layers) or spec.d_model not in (None, lm.d_model)):

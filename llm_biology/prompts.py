@@ -6,7 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/prompts.html.md"""
 
 # %% ../nbs/01_prompts.ipynb #4a61c987
 from __future__ import annotations
-import json, random, re, zlib
+import hashlib, json, random, re, zlib
 from pathlib import Path
 from typing import NamedTuple, Callable, Iterable
 
@@ -36,6 +36,12 @@ class PromptRecord(NamedTuple):
     split: str                 # "train" or "test"
     label: str                 # contrast class, one of BEHAVIOUR_SPECS[behaviour].classes
     meta: dict = {}            # behaviour-specific fields, flattened into the JSONL line
+
+    @property
+    def prompt_id(self) -> str:
+        """A stable id: behaviour, split and a short hash of the prompt and its two answers."""
+        h = hashlib.sha1("\0".join((self.prompt, self.correct_answer, self.incorrect_answer)).encode()).hexdigest()
+        return f"{self.behaviour}-{self.split}-{h[:8]}"
 
 class PromptSplits(NamedTuple):
     """The train and test records of one behaviour."""
@@ -264,15 +270,20 @@ def _strata(behaviour: str, records: list) -> list[list[int]]:
     return [[i for i, r in enumerate(records) if r.label == c] for c in classes]
 
 def _sample(records: list, n: int, rng: random.Random, strata: list[list[int]]) -> list:
-    """`n` records drawn round-robin from (possibly overlapping) strata, in draw order (classes interleaved)."""
+    """`n` records drawn round-robin from (possibly overlapping) strata, in draw order; distinct prompt strings first."""
     n = min(n, len(records))
     queues = [rng.sample(s, len(s)) for s in strata]
-    chosen, order, heads, k, stalled = set(), [], [0] * len(queues), 0, 0
-    while len(chosen) < n and stalled < len(queues):
-        q = k % len(queues); k += 1
-        while heads[q] < len(queues[q]) and queues[q][heads[q]] in chosen: heads[q] += 1
-        if heads[q] < len(queues[q]): chosen.add(queues[q][heads[q]]); order.append(queues[q][heads[q]]); stalled = 0
-        else: stalled += 1
+    chosen, order, seen = set(), [], set()
+    for distinct in (True, False):   # a prompt string repeats (with other answers) only when no new one is left
+        heads, k, stalled = [0] * len(queues), 0, 0
+        taken = lambda i: i in chosen or (distinct and records[i].prompt in seen)
+        while len(chosen) < n and stalled < len(queues):
+            q = k % len(queues); k += 1
+            while heads[q] < len(queues[q]) and taken(queues[q][heads[q]]): heads[q] += 1
+            if heads[q] < len(queues[q]):
+                i = queues[q][heads[q]]
+                chosen.add(i); order.append(i); seen.add(records[i].prompt); stalled = 0
+            else: stalled += 1
     return [records[i] for i in order]
 
 # %% ../nbs/01_prompts.ipynb #0fbd0b00
@@ -299,10 +310,10 @@ RECORD_FIELDS = ("prompt", "correct_answer", "incorrect_answer", "behaviour", "s
 _FIX = "Fix that line, or regenerate the file with `llm-biology run --stages prompts`."
 
 def record_to_dict(r: PromptRecord) -> dict:
-    """A record as one flat JSON-ready dict: the record fields, then `meta`'s."""
-    clash = [k for k in r.meta if k in RECORD_FIELDS]
+    """A record as one flat JSON-ready dict: its `prompt_id`, the record fields, then `meta`'s."""
+    clash = [k for k in r.meta if k in RECORD_FIELDS + ("prompt_id",)]
     if clash: raise PromptError(f"meta key(s) {clash} clash with the record fields {RECORD_FIELDS}; rename them.")
-    return {**{k: getattr(r, k) for k in RECORD_FIELDS}, **r.meta}
+    return {"prompt_id": r.prompt_id, **{k: getattr(r, k) for k in RECORD_FIELDS}, **r.meta}
 
 def write_jsonl(records: Iterable[PromptRecord], path: str | Path) -> Path:
     """Write records as JSONL (one flat object per line), atomically."""
@@ -332,24 +343,42 @@ def _record_from_dict(obj, where: str) -> PromptRecord:
     if obj["correct_answer"] == obj["incorrect_answer"]:
         raise PromptFileError(f"{where}, field 'incorrect_answer': equals the correct answer "
                               f"{obj['correct_answer']!r}. {_FIX}")
-    return PromptRecord(*(obj[k] for k in RECORD_FIELDS), {k: v for k, v in obj.items() if k not in RECORD_FIELDS})
+    r = PromptRecord(*(obj[k] for k in RECORD_FIELDS),
+                     {k: v for k, v in obj.items() if k not in RECORD_FIELDS + ("prompt_id",)})
+    if "prompt_id" in obj and obj["prompt_id"] != r.prompt_id:
+        raise PromptFileError(f"{where}, field 'prompt_id': {obj['prompt_id']!r} is not this record's id ({r.prompt_id}): the "
+                              "prompt or an answer was edited. Delete the prompt_id field of that line (it is derived "
+                              f"from the content), or regenerate the file. {_FIX}")
+    return r
 
-def read_jsonl(path: str | Path) -> list[PromptRecord]:
-    """Read and validate a prompt JSONL file; errors name the file, line and field."""
+def _check_tokens(r: PromptRecord, encoder: _Encoder, where: str) -> None:
+    "Refuse a record whose answers have no differing token under the stage's tokenizer."
+    try: encoder.check_pair(r)
+    except PromptError as e:
+        raise PromptFileError(f"{where}, field 'incorrect_answer': {e} {_FIX}") from None
+
+def read_jsonl(path: str | Path, tokenizer=None) -> list[PromptRecord]:
+    """Read and validate a prompt JSONL file (answers checked with `tokenizer` if given); errors name file, line, field."""
     path = Path(path)
     if not path.is_file():
         raise PromptFileError(f"Missing prompt file {path}: generate it with `llm-biology run --stages prompts`.")
     try: text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise PromptFileError(f"{path} is not UTF-8 text ({e}). {_FIX}") from e
-    records = []
+    records, encoder, lines = [], _Encoder(tokenizer), {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip(): continue
         where = f"{path}, line {n}"
         try: obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise PromptFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {_FIX}") from e
-        records.append(_record_from_dict(obj, where))
+            raise PromptFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {_FIX}") from None
+        r = _record_from_dict(obj, where)
+        if r.prompt_id in lines:
+            raise PromptFileError(f"{where}: the same prompt and answers as line {lines[r.prompt_id]} (prompt_id "
+                                  f"{r.prompt_id}). Remove one of them. {_FIX}")
+        lines[r.prompt_id] = n
+        _check_tokens(r, encoder, where)
+        records.append(r)
     if not records: raise PromptFileError(f"{path} holds no prompts (empty file). {_FIX}")
     return records
 
