@@ -21,7 +21,7 @@ from .graphs import AttributionGraph, Target, influence_series, normalized_abs
 
 # %% auto #0
 __all__ = ['GRAPH_FILE_FORMAT', 'AttributionError', 'ActiveFeatures', 'active_features', 'resolve_targets', 'BehaviourTargets',
-           'behaviour_targets', 'save_graph', 'load_graph', 'attribute']
+           'behaviour_targets', 'save_graph', 'load_graph', 'attribute', 'feature_direct_effects']
 
 # %% ../nbs/06_attribution.ipynb #c2d5a9e5
 class AttributionError(LLMBiologyError):
@@ -336,3 +336,25 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
                             tuple(tok.decode([i]) for i in ids.tolist()) if tok is not None else (),
                             int(hf.lm_head.weight.shape[0]),
                             str(getattr(transcoders, "name", None) or getattr(transcoders, "scan", None) or ""), config)
+
+# %% ../nbs/06_attribution.ipynb #6376d41d
+def feature_direct_effects(lm, transcoders, record, features, direction: torch.Tensor | None = None) -> torch.Tensor:
+    """Direct effects of `(layer, feature_idx)` features on the record's correct-minus-incorrect target (or `direction`)."""
+    bt = behaviour_targets(lm, record)
+    run = replacement_forward(lm, bt.input_ids, transcoders)
+    d = (bt.targets[0].direction if direction is None else torch.as_tensor(direction)).to(run.final)
+    grads = torch.autograd.grad(d @ run.final[0, -1], run.mlp_out, allow_unused=True)
+    out = torch.zeros(len(features), dtype=torch.float64)
+    for l in sorted({int(l) for l, _ in features}):
+        idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
+        if grads[l] is None: continue
+        fs = torch.tensor([int(features[i][1]) for i in idx])
+        rows = transcoders.feature_rows(l, fs) if hasattr(transcoders, "feature_rows") else None
+        W_enc, W_dec, b_enc = (rows.W_enc, rows.W_dec, rows.b_enc) if rows else (transcoders[l].W_enc[fs], transcoders[l].W_dec[fs], transcoders[l].b_enc[fs])
+        th = rows.threshold if rows else feature_threshold(transcoders[l])
+        th = None if th is None else (th if rows else th[fs])
+        x = run.frozen.mlp_in[l][0].double()
+        acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
+        acts[0] = 0   # position 0 (the sink) is not in the graph
+        out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0)
+    return out

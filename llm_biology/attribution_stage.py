@@ -18,17 +18,21 @@ import pandas as pd
 import torch
 
 from . import attribution
-from .core import LLMBiologyError, MODEL_REGISTRY, RunConfig, atomic_write, model_paths, save_figure
-from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph, frontend_graph,
-                                influence_series, normalized_abs, prompt_graph, prune, target_weight_vector,
-                                write_frontend_graph, write_graph_json, write_graphml, _target_position)
+from .baseline import select_records
+from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, atomic_write, get_behaviour_spec,
+                              model_paths, save_figure, stage_run)
+from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph,
+                                class_title, circuit_features,
+                                feature_table, frontend_graph, influence_series, normalized_abs, prompt_graph, prune,
+                                prune_topk, read_graph_json, target_weight_vector, write_frontend_graph, write_graph_json,
+                                write_graphml, _target_position)
 from .models import load_model
-from .prompts import read_jsonl
 from .transcoders import load_transcoders, check_fits
 
 # %% auto #0
-__all__ = ['SCORE_COLUMNS', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph', 'StageError',
-           'BehaviourAttribution', 'AttributionRun', 'attribute_record', 'run_attribution']
+__all__ = ['SCORE_COLUMNS', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph', 'plot_target_split',
+           'StageError', 'scores_csv', 'aggregated_graph_file', 'prompt_graph_file', 'write_scores', 'read_scores',
+           'read_aggregated_graph', 'attribute_record', 'run_attribution']
 
 # %% ../nbs/07a_attribution_stage.ipynb #7065e4a0
 def layer_profile(graph, target: int | str = 0, device=None) -> pd.DataFrame:
@@ -53,7 +57,7 @@ def plot_layer_profile(profile, title: str = ""):
     """Bars of mean direct |attribution| and mean influence per layer (features, errors, embeddings)."""
     import matplotlib.pyplot as plt
     df = profile.copy()
-    n = df["prompt_idx"].nunique() if "prompt_idx" in df else 1
+    n = df["prompt_id"].nunique() if "prompt_id" in df else 1
     m = df.groupby(["layer", "kind"])[["attribution", "influence"]].sum() / n
     layers = sorted(m.index.get_level_values(0).unique())
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 0.5 * len(layers) + 4), 3.6), sharex=True)
@@ -71,10 +75,9 @@ def plot_layer_profile(profile, title: str = ""):
 
 # %% ../nbs/07a_attribution_stage.ipynb #46e0aa83
 def plot_top_features(agg: nx.DiGraph, k: int = 20, title: str = ""):
-    """The aggregated graph's top-`k` features by |mean_influence|: mean influence and signed mean attribution."""
+    """The aggregated graph's top-`k` features by |mean effect|: signed mean effect (the ranking) and mean influence."""
     import matplotlib.pyplot as plt
-    feats = sorted(((n, d) for n, d in agg.nodes(data=True) if d.get("type") == "feature"),
-                   key=lambda x: -abs(x[1]["mean_influence"]))[:k]
+    feats = sorted(circuit_features(agg), key=lambda f: (-abs(f.mean_effect), f.layer, f.feature_idx))[:k]
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.6 + 0.3 * max(len(feats), 3)), sharey=True)
     if not feats:
         for ax in axes: ax.axis("off")
@@ -82,13 +85,14 @@ def plot_top_features(agg: nx.DiGraph, k: int = 20, title: str = ""):
                      f"over {agg.graph.get('n_prompts', '?')} prompts.", fontsize=10)
     else:
         y = np.arange(len(feats))[::-1]
-        labels = [f"L{d['layer']} F{d['feature_idx']} ({d['frequency']:.0%})" for _, d in feats]
-        axes[0].barh(y, [d["mean_influence"] for _, d in feats], color="tab:purple")
-        att = [d["mean_attribution"] for _, d in feats]
-        axes[1].barh(y, att, color=["tab:blue" if a >= 0 else "tab:red" for a in att])
-        axes[1].axvline(0, color="k", lw=0.5)
+        labels = [f"L{f.layer} F{f.feature_idx} ({f.frequency:.0%})" for f in feats]
+        eff = [f.mean_effect for f in feats]
+        axes[0].barh(y, eff, color=["tab:blue" if e >= 0 else "tab:red" for e in eff])
+        axes[0].axvline(0, color="k", lw=0.5)
+        axes[1].barh(y, [f.mean_influence for f in feats], color="tab:purple")
         axes[0].set_yticks(y, labels, fontsize=8)
-        axes[0].set_xlabel("mean influence on the target"); axes[1].set_xlabel("mean direct attribution (signed)")
+        axes[0].set_xlabel("mean signed effect on the logit difference\n(blue: promotes the correct answer)")
+        axes[1].set_xlabel("mean influence on the target")
     fig.suptitle(title or "top features (frequency in parentheses)", fontsize=11); fig.tight_layout()
     return fig
 
@@ -142,59 +146,78 @@ def draw_graph(G: nx.DiGraph, max_nodes: int = 60, label_top: int = 12, title: s
     return fig
 
 # %% ../nbs/07a_attribution_stage.ipynb #5ce45f9a
-SCORE_COLUMNS = ("prompt_idx", "prompt", "correct_answer", "incorrect_answer", "label", "logit_diff",
-                 "replacement_score", "completeness_score", "n_active_features", "n_feature_nodes", "n_nodes",
-                 "n_edges", "n_nodes_pruned", "n_edges_pruned", "n_features_pruned", "seconds", "status")
+def plot_target_split(scores: pd.DataFrame, title: str = ""):
+    """Stacked bars per prompt: the logit difference as features + errors + tokens + unattributed."""
+    import matplotlib.pyplot as plt
+    parts = [("direct_features", "features", "tab:blue"), ("direct_errors", "errors", "tab:gray"),
+             ("direct_tokens", "tokens", "tab:green"), ("unattributed", "biases and position 0", "tab:orange")]
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(scores) + 2), 3.4))
+    x = np.arange(len(scores))
+    pos, neg = np.zeros(len(scores)), np.zeros(len(scores))
+    for col, label, color in parts:
+        v = scores[col].to_numpy(float)
+        base = np.where(v >= 0, pos, neg)
+        ax.bar(x, v, bottom=base, color=color, label=label, width=0.8)
+        pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
+    ax.plot(x, scores["logit_diff"].to_numpy(float), "k_", markersize=12, label="logit difference")
+    ax.axhline(0, color="k", lw=0.5); ax.set_xticks(x, [str(i) for i in range(len(scores))], fontsize=7)
+    ax.set_xlabel("prompt"); ax.set_ylabel("contribution to the logit difference")
+    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper left", bbox_to_anchor=(0, -0.2))
+    ax.set_title(title, fontsize=10); fig.tight_layout()
+    return fig
+
+# %% ../nbs/07a_attribution_stage.ipynb #6cc49519
+SCORE_COLUMNS = ("prompt_id", "prompt", "correct_answer", "incorrect_answer", "label", "logit_diff", "direct_features",
+                 "direct_errors", "direct_tokens", "unattributed", "replacement_score", "completeness_score",
+                 "n_active_features", "n_feature_nodes", "n_nodes", "n_edges", "n_nodes_pruned", "n_edges_pruned",
+                 "n_features_pruned")
 
 class StageError(LLMBiologyError):
     """The attribution stage's inputs are missing or unusable."""
 
-class BehaviourAttribution(NamedTuple):
-    """What the attribution stage computed for one behaviour."""
-    behaviour: str
-    scores: pd.DataFrame     # one row per prompt (SCORE_COLUMNS)
-    graph: nx.DiGraph        # the aggregated behaviour graph
-    prompt_graphs: list      # the pruned per-prompt DiGraphs
-    profile: pd.DataFrame    # layer_profile rows of every prompt (column prompt_idx)
-    files: dict              # name -> path written
+def scores_csv(paths, behaviour: str, split: str) -> Path:
+    """`attribution_graphs/{behaviour}/scores_{split}.csv`."""
+    return paths.attribution / behaviour / f"scores_{split}.csv"
 
-class AttributionRun(NamedTuple):
-    """The attribution stage's results for every behaviour."""
-    config: RunConfig
-    behaviours: dict         # behaviour -> BehaviourAttribution
-    files: list              # every file written
+def aggregated_graph_file(paths, behaviour: str, split: str, class_label: str | None = None, ext: str = "json") -> Path:
+    """The aggregated graph of a behaviour: of one class, or pooled (`class_label=None`)."""
+    suffix = f"_{class_label}" if class_label else ""
+    return paths.attribution / behaviour / f"attribution_graph_{split}{suffix}.{ext}"
 
-    def summary_table(self) -> pd.DataFrame:
-        """One row per behaviour: prompts attributed, mean scores, graph sizes before and after pruning."""
-        rows = []
-        for b, r in self.behaviours.items():
-            ok = r.scores[r.scores.status == "ok"]
-            rows.append(dict(behaviour=b, n_prompts=len(ok), n_skipped=len(r.scores) - len(ok),
-                             mean_logit_diff=ok.logit_diff.mean(), replacement_score=ok.replacement_score.mean(),
-                             completeness_score=ok.completeness_score.mean(), mean_nodes=ok.n_nodes.mean(),
-                             mean_nodes_pruned=ok.n_nodes_pruned.mean(), mean_edges_pruned=ok.n_edges_pruned.mean(),
-                             aggregated_features=r.graph.graph["n_features"]))
-        return pd.DataFrame(rows).set_index("behaviour")
+def prompt_graph_file(paths, behaviour: str, prompt_id: str, frontend: bool = False) -> Path:
+    """A prompt's pruned graph (spec JSON), or its viewer JSON."""
+    return paths.attribution / behaviour / f"{prompt_id}{'_frontend' if frontend else ''}.json"
 
+def write_scores(scores: pd.DataFrame, path) -> Path:
+    """Write a behaviour's per-prompt scores (exactly `SCORE_COLUMNS`), atomically."""
+    if list(scores.columns) != list(SCORE_COLUMNS): raise StageError(f"Scores for {path} must have the columns {SCORE_COLUMNS}.")
+    with atomic_write(path, newline="") as f: scores.to_csv(f, index=False)
+    return Path(path)
 
+def read_scores(path) -> pd.DataFrame:
+    """Read a behaviour's per-prompt scores, checking the columns."""
+    path = Path(path)
+    if not path.is_file(): raise StageError(f"Missing {path}: run the attribution stage (`llm-biology run --stages attribution`).")
+    df = pd.read_csv(path)
+    if list(df.columns) != list(SCORE_COLUMNS):
+        raise StageError(f"{path} has the columns {list(df.columns)}, expected {list(SCORE_COLUMNS)}: re-run the attribution stage.")
+    return df
 
-# %% ../nbs/07a_attribution_stage.ipynb #6cc49519
+def read_aggregated_graph(paths, behaviour: str, split: str, class_label: str | None = None) -> nx.DiGraph:
+    """A behaviour's aggregated graph (of one class, or pooled), read strictly."""
+    return read_graph_json(aggregated_graph_file(paths, behaviour, split, class_label), AGGREGATED_GRAPH_FORMAT)
+
+# %% ../nbs/07a_attribution_stage.ipynb #29d0aef4
 def attribute_record(lm, transcoders, record, max_feature_nodes: int | None = None, **kwargs):
-    """(engine graph, GraphData) of one prompt record, attributed to its behaviour targets."""
+    """The engine's graph of one prompt record, attributed to its behaviour targets (tokens decoded)."""
     bt = attribution.behaviour_targets(lm, record)
     g = attribution.attribute(lm, transcoders, bt.input_ids, targets=bt.targets, max_feature_nodes=max_feature_nodes, **kwargs)
-    return g, replace(as_graph(g, lm.tokenizer), prompt=record.prompt)
+    return replace(as_graph(g, lm.tokenizer), prompt=record.prompt)
 
-def _prompt_row(i, rec, g, gd, pr, G, seconds) -> dict:
-    values = getattr(g, "target_values", None)
-    return dict(prompt_idx=i, prompt=rec.prompt, correct_answer=rec.correct_answer, incorrect_answer=rec.incorrect_answer,
-                label=getattr(rec, "label", ""), logit_diff=float(values[0]) if values is not None else float("nan"),
-                replacement_score=G.graph["replacement_score"], completeness_score=G.graph["completeness_score"],
-                n_active_features=int(len(getattr(g, "active_features", gd.activations))),
-                n_feature_nodes=int(gd.kind_mask("feature").sum()), n_nodes=len(gd.node_ids),
-                n_edges=int((gd.adjacency != 0).sum()), n_nodes_pruned=G.number_of_nodes(), n_edges_pruned=G.number_of_edges(),
-                n_features_pruned=sum(d["type"] == "feature" for _, d in G.nodes(data=True)), seconds=round(seconds, 3),
-                status="ok")
+def _prune(g, cfg: RunConfig, device):
+    if cfg.pruning == "topk":
+        return prune_topk(g, cfg.top_k_edges, cfg.edge_weight_threshold, cfg.activation_threshold)
+    return prune(g, cfg.node_threshold, cfg.edge_threshold, device=device)
 
 def _label_outputs(G: nx.DiGraph, tokenizer) -> None:
     "Give each output node a `token` label: its decoded token, or 'correct - incorrect' for the behaviour target."
@@ -204,68 +227,91 @@ def _label_outputs(G: nx.DiGraph, tokenizer) -> None:
         if "token_id" in d: d["token"] = toks[d["name"]]
         elif d.get("is_behaviour") and {"correct", "incorrect"} <= set(toks): d["token"] = f"{toks['correct']} - {toks['incorrect']}"
 
-def _skipped_row(i, rec, reason: str) -> dict:
-    row = {c: float("nan") for c in SCORE_COLUMNS}
-    row.update(prompt_idx=i, prompt=rec.prompt, correct_answer=rec.correct_answer, incorrect_answer=rec.incorrect_answer,
-               label=getattr(rec, "label", ""), status=f"skipped: {reason}")
-    return row
+def _score_row(rec, g, G) -> dict:
+    split = G.graph["target_split"]
+    return dict(prompt_id=rec.prompt_id, prompt=rec.prompt, correct_answer=rec.correct_answer,
+                incorrect_answer=rec.incorrect_answer, label=rec.label, logit_diff=split["value"],
+                direct_features=split["features"], direct_errors=split["errors"], direct_tokens=split["tokens"],
+                unattributed=split["bias"], replacement_score=G.graph["replacement_score"],
+                completeness_score=G.graph["completeness_score"], n_active_features=int(len(g.active_features)),
+                n_feature_nodes=g.n_features, n_nodes=g.n_nodes, n_edges=G.graph["n_edges_total"],
+                n_nodes_pruned=G.number_of_nodes(), n_edges_pruned=G.number_of_edges(),
+                n_features_pruned=sum(d["type"] == "feature" for _, d in G.nodes(data=True)))
 
-# %% ../nbs/07a_attribution_stage.ipynb #29d0aef4
-def run_attribution(cfg: RunConfig, lm=None, transcoders=None, save_raw: bool = False, cache_dir=None) -> AttributionRun:
-    """Step 4 for every behaviour of `cfg`: attribute, prune and write per-prompt and aggregated graphs, scores and figures."""
-    paths = model_paths(cfg.model, cfg.data_dir)
-    if transcoders is None and cfg.transcoders is None and cfg.model not in MODEL_REGISTRY:
-        raise StageError(f"No transcoder set for model {cfg.model!r}: it is not in the registry, so pass transcoders= "
-                         "(RunConfig.transcoders / --transcoders: a hub id or a folder).")
-    missing = [str(paths.prompt_file(b, cfg.split)) for b in cfg.behaviours if not paths.prompt_file(b, cfg.split).is_file()]
-    if missing: raise StageError(f"Missing prompt file(s) {', '.join(missing)}: run the prompts stage first "
-                                 f"(`llm-biology run --model {cfg.model} --stages prompts`).")
-    if cfg.n_prompts is not None and cfg.n_prompts < 1: raise StageError(f"n_prompts must be >= 1 or None, not {cfg.n_prompts}.")
-    records = {b: read_jsonl(paths.prompt_file(b, cfg.split))[:cfg.n_prompts] for b in cfg.behaviours}
-    lm = lm or load_model(cfg.model, cfg.device, cfg.dtype, cache_dir=cache_dir)
-    transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=cfg.device, dtype=lm.dtype, cache_dir=cache_dir)
-    check_fits(transcoders, lm)
-    scan = str(getattr(transcoders, "name", "") or cfg.transcoders or cfg.model)
-    results, all_files = {}, []
-    for b in cfg.behaviours:
-        out, files, rows, graphs, profs = paths.attribution / b, {}, [], [], []
-        for i, rec in enumerate(records[b]):
-            t0 = time.perf_counter()
-            try: g, gd = attribute_record(lm, transcoders, rec, cfg.max_feature_nodes)
-            except LLMBiologyError as e:  # e.g. answers with no differing token under this tokenizer
-                if not ("answers" in str(e) and "differing token" in str(e)): raise
-                warnings.warn(f"{b} prompt {i} skipped: {e}"); rows.append(_skipped_row(i, rec, str(e))); continue
-            pr = prune(gd, cfg.node_threshold, cfg.edge_threshold, device=cfg.device)
-            meta = dict(behaviour=b, split=cfg.split, prompt_idx=i, correct_answer=rec.correct_answer,
-                        incorrect_answer=rec.incorrect_answer, label=getattr(rec, "label", ""), model=cfg.model)
-            G = prompt_graph(gd, pr, 0, cfg.node_threshold, cfg.edge_threshold, meta, device=cfg.device)
-            _label_outputs(G, lm.tokenizer)
-            files[f"prompt_{i}"] = write_graph_json(G, out / f"prompt_{i}.json", PROMPT_GRAPH_FORMAT)
-            files[f"prompt_{i}_frontend"] = write_frontend_graph(
-                frontend_graph(gd, pr, f"prompt_{i}_frontend", scan, cfg.node_threshold, cfg.edge_threshold),
-                out / f"prompt_{i}_frontend.json")
-            if save_raw: files[f"prompt_{i}_raw"] = attribution.save_graph(g, out / f"prompt_{i}.safetensors")
-            graphs.append(G); profs.append(layer_profile(gd, device=cfg.device).assign(prompt_idx=i))
-            rows.append(_prompt_row(i, rec, g, gd, pr, G, time.perf_counter() - t0))
-        if not graphs: raise StageError(f"No prompt of {b} could be attributed (see the warnings): check the prompt file.")
-        agg = aggregate_graphs(graphs, cfg.feature_frequency_threshold, dict(
-            behaviour=b, split=cfg.split, model=cfg.model, transcoders=scan, node_threshold=cfg.node_threshold,
-            edge_threshold=cfg.edge_threshold, max_feature_nodes=cfg.max_feature_nodes or -1, behaviour_target="correct-incorrect"))
-        files["graphml"] = write_graphml(agg, out / f"attribution_graph_{cfg.split}.graphml", AGGREGATED_GRAPH_FORMAT)
-        files["json"] = write_graph_json(agg, out / f"attribution_graph_{cfg.split}.json", AGGREGATED_GRAPH_FORMAT)
-        scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
-        with atomic_write(out / f"scores_{cfg.split}.csv", newline="") as f:  # no wall times: same inputs, same bytes
-            scores.drop(columns="seconds").to_csv(f, index=False)
-        files["scores"] = out / f"scores_{cfg.split}.csv"
-        profile = pd.concat(profs, ignore_index=True)
-        title = f"{cfg.model} / {b} ({cfg.split}, {len(graphs)} prompts)"
-        files["fig:layer_profile"] = save_figure(plot_layer_profile(profile, f"{title}: attribution by layer"),
-                                               paths.figures / f"attribution_layer_profile_{b}.png", close=True)
-        files["fig:top_features"] = save_figure(plot_top_features(agg, title=f"{title}: top features"),
-                                              paths.figures / f"attribution_top_features_{b}.png", close=True)
-        first = graphs[0].graph
-        files["fig:graph"] = save_figure(draw_graph(graphs[0], title=f"{b}, prompt {first['prompt_idx']}: {first['prompt']!r}"),
-                                       paths.figures / f"attribution_graph_{b}.png", close=True)
-        results[b] = BehaviourAttribution(b, scores, agg, graphs, profile, files)
-        all_files += list(files.values())
-    return AttributionRun(cfg, results, all_files)
+# %% ../nbs/07a_attribution_stage.ipynb #1997725d
+def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[list, dict, dict, dict]:
+    "Step 4 for one behaviour: (files, tables, figures, details)."
+    out, files, rows, graphs, profs = paths.attribution / b, [], [], [], []
+    meta_common = dict(behaviour=b, split=cfg.split, model=cfg.model, pruning=cfg.pruning)
+    for rec in records:
+        g = attribute_record(lm, tcs, rec, cfg.max_feature_nodes)
+        pr = _prune(g, cfg, cfg.device)
+        meta = dict(meta_common, prompt_id=rec.prompt_id, correct_answer=rec.correct_answer,
+                    incorrect_answer=rec.incorrect_answer, label=rec.label)
+        if cfg.pruning == "topk": meta.update(top_k_edges=cfg.top_k_edges, edge_weight_threshold=cfg.edge_weight_threshold,
+                                              activation_threshold=cfg.activation_threshold)
+        G = prompt_graph(g, pr, 0, cfg.node_threshold, cfg.edge_threshold, meta, device=cfg.device)
+        _label_outputs(G, lm.tokenizer)
+        files.append(write_graph_json(G, prompt_graph_file(paths, b, rec.prompt_id), PROMPT_GRAPH_FORMAT))
+        files.append(write_frontend_graph(frontend_graph(g, pr, rec.prompt_id, scan, cfg.node_threshold, cfg.edge_threshold),
+                                          prompt_graph_file(paths, b, rec.prompt_id, frontend=True)))
+        graphs.append(G); profs.append(layer_profile(g, device=cfg.device).assign(prompt_id=rec.prompt_id))
+        rows.append(_score_row(rec, g, G))
+    files.append(out / "graph-metadata.json")
+    agg_meta = dict(meta_common, transcoders=scan, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
+                    max_feature_nodes=cfg.max_feature_nodes if cfg.max_feature_nodes is not None else -1,
+                    behaviour_target="correct-incorrect")
+    aggs, tables, figures = {}, {}, {}
+    labels = [c for c in get_behaviour_spec(b).classes if any(r.label == c for r in records)]
+    title = f"{cfg.model} / {b} ({cfg.split})"
+    for label in labels + [None]:
+        gs = [G for G, r in zip(graphs, records) if label is None or r.label == label]
+        agg = aggregate_graphs(gs, cfg.feature_frequency_threshold, agg_meta, class_label=label)
+        name = label or "pooled"
+        files.append(write_graphml(agg, aggregated_graph_file(paths, b, cfg.split, label, "graphml"), AGGREGATED_GRAPH_FORMAT))
+        files.append(write_graph_json(agg, aggregated_graph_file(paths, b, cfg.split, label), AGGREGATED_GRAPH_FORMAT))
+        aggs[name] = agg
+        tables[f"features:{b}:{name}"] = feature_table(agg, 15)
+        figures[f"top_features:{b}:{name}"] = save_figure(
+            plot_top_features(agg, title=f"{title}: top features, {class_title(label)} ({len(gs)} prompts)"),
+            paths.figures / f"attribution_top_features_{b}_{name}.png", close=True)
+    scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    files.append(write_scores(scores, scores_csv(paths, b, cfg.split)))
+    tables[f"scores:{b}"] = scores
+    profile = pd.concat(profs, ignore_index=True)
+    figures[f"layer_profile:{b}"] = save_figure(plot_layer_profile(profile, f"{title}, {len(graphs)} prompts: attribution by layer"),
+                                                paths.figures / f"attribution_layer_profile_{b}.png", close=True)
+    figures[f"target_split:{b}"] = save_figure(plot_target_split(scores, f"{title}: where the logit difference comes from"),
+                                               paths.figures / f"attribution_target_split_{b}.png", close=True)
+    first = graphs[0].graph
+    figures[f"graph:{b}"] = save_figure(draw_graph(graphs[0], title=f"{b}, {first['prompt_id']}: {first['prompt']!r}"),
+                                        paths.figures / f"attribution_graph_{b}.png", close=True)
+    return files, tables, figures, dict(graphs=graphs, aggregated=aggs, profile=profile)
+
+def _summary_row(b, scores, aggs) -> dict:
+    s = scores
+    return dict(behaviour=b, n_prompts=len(s), mean_logit_diff=s.logit_diff.mean(), replacement_score=s.replacement_score.mean(),
+                completeness_score=s.completeness_score.mean(), unattributed_share=(s.unattributed / s.logit_diff).mean(),
+                mean_nodes=s.n_nodes.mean(), mean_nodes_pruned=s.n_nodes_pruned.mean(), mean_edges_pruned=s.n_edges_pruned.mean(),
+                **{f"features_{k}": a.graph["n_features"] for k, a in aggs.items()})
+
+def run_attribution(cfg: RunConfig, lm=None, transcoders=None) -> StageResult:
+    """Step 4 for every behaviour of `cfg` that passes: attribute, prune, write per-prompt and aggregated graphs."""
+    with stage_run("attribution", cfg):
+        paths = model_paths(cfg.model, cfg.data_dir)
+        if transcoders is None and cfg.transcoders is None and cfg.model not in MODEL_REGISTRY:
+            raise StageError(f"No transcoder set for model {cfg.model!r}: it is not in the registry, so pass one with "
+                             "--transcoders (RunConfig.transcoders): a hub id or a folder.")
+        select_records(cfg)   # every input is there before anything heavy loads
+        lm = lm or load_model(cfg.model, cfg.device, cfg.dtype)
+        transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=lm.device, dtype=lm.dtype)
+        check_fits(transcoders, lm)
+        sel = select_records(cfg, lm.tokenizer)
+        scan = str(getattr(transcoders, "name", "") or cfg.transcoders or cfg.model)
+        files, tables, figures, details, rows = [], {"selection": sel.table()}, {}, {}, []
+        for b, records in sel.records.items():
+            f, t, fg, d = _behaviour(cfg, lm, transcoders, b, records, paths, scan)
+            files += f; tables.update(t); figures.update(fg); details[b] = d
+            rows.append(_summary_row(b, t[f"scores:{b}"], d["aggregated"]))
+        tables["summary"] = pd.DataFrame(rows).set_index("behaviour") if rows else pd.DataFrame()
+    return StageResult("attribution", cfg, tuple(files) + tuple(figures.values()), tables, figures, details)

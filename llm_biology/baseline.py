@@ -13,15 +13,16 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import (LLMBiologyError, MODEL_REGISTRY, ModelPaths, RunConfig, atomic_write, save_figure, is_hub_id,
-                              get_behaviour_spec, get_model_spec, model_paths, write_json)
+from .core import (LLMBiologyError, ModelPaths, RunConfig, StageResult, atomic_write, get_behaviour_spec,
+                              model_paths, read_json, save_figure, stage_run, write_json, finite_or_none)
 from .models import LanguageModel, answer_tokens, load_model, logit_diffs, logprob_diffs
-from .prompts import read_jsonl, write_prompts
+from .prompts import read_jsonl
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'METRIC_COLUMNS', 'BaselineError', 'BaselineResult', 'baseline_metrics', 'evaluate_behaviour',
-           'plot_diff_distributions', 'plot_accuracy', 'metrics_table', 'PromptsRun', 'run_prompts', 'BaselineRun',
-           'baseline_csv', 'run_baseline']
+__all__ = ['TABLE_COLUMNS', 'METRIC_COLUMNS', 'BASELINE_METRICS_FORMAT', 'BaselineError', 'BaselineResult', 'baseline_metrics',
+           'evaluate_behaviour', 'plot_diff_distributions', 'plot_accuracy', 'metrics_table', 'baseline_csv',
+           'metrics_json', 'write_baseline_table', 'read_baseline_table', 'write_baseline_metrics',
+           'read_baseline_metrics', 'read_prompts', 'run_baseline', 'Selection', 'select_records']
 
 # %% ../nbs/04_baseline.ipynb #686b7abc
 class BaselineError(LLMBiologyError):
@@ -38,7 +39,7 @@ class BaselineResult(NamedTuple):
         """True when the accuracy reaches the behaviour's success threshold."""
         return bool(self.metrics["passed"])
 
-TABLE_COLUMNS = ("prompt_idx", "prompt", "correct_answer", "incorrect_answer", "label", "logprob_correct",
+TABLE_COLUMNS = ("prompt_id", "prompt", "correct_answer", "incorrect_answer", "label", "logprob_correct",
                  "logprob_incorrect", "n_tokens_correct", "n_tokens_incorrect", "n_tokens_prompt",
                  "normalized_diff", "success", "sign_correct", "logit_diff")
 
@@ -59,15 +60,16 @@ def baseline_metrics(table: pd.DataFrame, behaviour: str, tau: float | None = No
              mean_tokens_correct=float(nc.mean()), mean_tokens_incorrect=float(nw.mean()),
              max_tokens_correct=int(nc.max()), max_tokens_incorrect=int(nw.max()),
              length_matched_fraction=float((nc == nw).mean()))
-    if "n_tokens_prompt" in table: m["mean_tokens_prompt"] = float(table["n_tokens_prompt"].mean())
-    if "logit_diff" in table:
-        ld = table["logit_diff"].to_numpy(dtype=np.float64); ld = ld[~np.isnan(ld)]
-        m.update(mean_logit_diff=float(ld.mean()) if len(ld) else None,
-                 median_logit_diff=float(np.median(ld)) if len(ld) else None,
-                 logit_sign_accuracy=float((ld > 0).mean()) if len(ld) else None,
-                 n_logit_undefined=int(len(table) - len(ld)))
-    if "label" in table:
-        m["accuracy_by_label"] = {str(k): float(v) for k, v in pd.Series(success).groupby(table["label"].to_numpy()).mean().items()}
+    m = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in m.items()}   # JSON-ready: no NaN
+    m["mean_tokens_prompt"] = float(table["n_tokens_prompt"].mean()) if "n_tokens_prompt" in table else None
+    ld = table["logit_diff"].to_numpy(dtype=np.float64) if "logit_diff" in table else np.full(len(table), np.nan)
+    ld = ld[np.isfinite(ld)]
+    m.update(mean_logit_diff=float(ld.mean()) if len(ld) else None,
+             median_logit_diff=float(np.median(ld)) if len(ld) else None,
+             logit_sign_accuracy=float((ld > 0).mean()) if len(ld) else None,
+             n_logit_undefined=int(len(table) - len(ld)))
+    m["accuracy_by_label"] = ({str(k): float(v) for k, v in pd.Series(success).groupby(table["label"].to_numpy()).mean().items()}
+                              if "label" in table else {})
     m["passed"] = bool(acc >= spec.success_threshold - 1e-12)
     m["decision"] = "PASS" if m["passed"] else "FAIL"
     return m
@@ -89,7 +91,7 @@ def evaluate_behaviour(lm: LanguageModel, records: Sequence, behaviour: str, min
     if ok: ld[ok] = logit_diffs(lm, [records[i] for i in ok], batch_size=batch_size)
     d = lp.normalized_diff
     table = pd.DataFrame(dict(
-        prompt_idx=np.arange(len(records)), prompt=[r.prompt for r in records],
+        prompt_id=[r.prompt_id for r in records], prompt=[r.prompt for r in records],
         correct_answer=[r.correct_answer for r in records], incorrect_answer=[r.incorrect_answer for r in records],
         label=[getattr(r, "label", "") for r in records],
         logprob_correct=lp.correct_logprob, logprob_incorrect=lp.incorrect_logprob,
@@ -97,7 +99,7 @@ def evaluate_behaviour(lm: LanguageModel, records: Sequence, behaviour: str, min
         n_tokens_prompt=[len(lm.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in records],
         normalized_diff=d, success=d > tau, sign_correct=d > 0, logit_diff=ld))
     for k in dict.fromkeys(k for r in records for k in (getattr(r, "meta", None) or {})):
-        table[k if k not in table else f"meta_{k}"] = [(getattr(r, "meta", None) or {}).get(k) for r in records]
+        table[f"meta_{k}"] = [(getattr(r, "meta", None) or {}).get(k) for r in records]
     return BaselineResult(behaviour, table, baseline_metrics(table, behaviour, tau))
 
 def _has_differing_token(lm, r) -> bool:
@@ -171,103 +173,128 @@ def metrics_table(metrics: dict) -> pd.DataFrame:
     return df[[c for c in METRIC_COLUMNS if c in df.columns]]
 
 # %% ../nbs/04_baseline.ipynb #d94d37e4
-def _load_tokenizer(ref: str, revision: str | None = None, cache_dir: str | Path | None = None):
-    "The tokenizer of a registry slug, folder or hub id, without loading the model."
-    from transformers import AutoTokenizer
-    src = ref
-    if not Path(ref).expanduser().is_dir() and ref in MODEL_REGISTRY:
-        spec = get_model_spec(ref); src, revision = spec.model_ref(), revision or spec.revision
-        if spec.is_local and not Path(src).is_dir():
-            raise BaselineError(f"The {ref} model folder {src} does not exist"
-                                + (": build it with `llm-biology demo train`." if ref == "demo" else "."))
-    elif not Path(ref).expanduser().is_dir() and not is_hub_id(ref):
-        get_model_spec(ref)  # raises the unknown-model error
-    try: return AutoTokenizer.from_pretrained(src, revision=revision, cache_dir=cache_dir, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise BaselineError(f"Could not load the tokenizer of {ref} ({src}): {str(e).splitlines()[0]}. Fix: check the "
-                            "id or folder; offline, the model must already be in the hub cache (HF_HUB_CACHE).") from e
-
-# %% ../nbs/04_baseline.ipynb #7276fd0a
-class PromptsRun(NamedTuple):
-    """What the prompts stage wrote."""
-    config: RunConfig
-    paths: ModelPaths
-    counts: dict      # behaviour -> {"train": n, "test": n}
-    files: list       # the JSONL files written
-
-    def counts_table(self) -> pd.DataFrame:
-        """Prompts per behaviour and split."""
-        df = pd.DataFrame.from_dict(self.counts, orient="index"); df.index.name = "behaviour"
-        return df
-
-    def examples(self, n: int = 3, split: str | None = None) -> pd.DataFrame:
-        """The first `n` records of each behaviour's `split` file (default: the configured split)."""
-        split = split or self.config.split
-        rows = [dict(behaviour=b, prompt=r.prompt, correct_answer=r.correct_answer, incorrect_answer=r.incorrect_answer,
-                     label=r.label) for b in self.counts for r in read_jsonl(self.paths.prompt_file(b, split))[:n]]
-        return pd.DataFrame(rows)
-
-def run_prompts(cfg: RunConfig, lm_or_tokenizer=None) -> PromptsRun:
-    """The prompts stage: write `prompts/{behaviour}_{split}.jsonl` for `cfg.model` with the tokenizer of that model."""
-    tok = lm_or_tokenizer.tokenizer if isinstance(lm_or_tokenizer, LanguageModel) else lm_or_tokenizer
-    if tok is None: tok = _load_tokenizer(cfg.model)
-    paths = model_paths(cfg.model, cfg.data_dir)
-    counts = write_prompts(tok, paths, cfg.behaviours, seed=cfg.prompt_seed, n_train=cfg.n_train, n_test=cfg.n_test)
-    files = [paths.prompt_file(b, s) for b in counts for s in ("train", "test")]
-    return PromptsRun(cfg, paths, counts, files)
-
-# %% ../nbs/04_baseline.ipynb #d0bc2ed5
-class BaselineRun(NamedTuple):
-    """What the baseline stage computed and wrote."""
-    config: RunConfig
-    paths: ModelPaths
-    results: dict     # behaviour -> BaselineResult
-    files: dict       # name -> Path ("csv:<behaviour>", "metrics", "fig:diffs", "fig:accuracy")
-
-    @property
-    def metrics(self) -> dict:
-        """behaviour -> aggregate metrics."""
-        return {b: r.metrics for b, r in self.results.items()}
-
-    @property
-    def figures(self) -> list:
-        """The PNG files written."""
-        return [p for k, p in self.files.items() if k.startswith("fig:")]
-
-    def metrics_table(self) -> pd.DataFrame:
-        """One row per behaviour with the main metrics."""
-        return metrics_table(self.metrics)
-
-    def examples(self, n: int = 3) -> pd.DataFrame:
-        """The first `n` scored prompts of each behaviour."""
-        cols = ["prompt", "correct_answer", "incorrect_answer", "label", "normalized_diff", "success", "logit_diff"]
-        return pd.concat([r.table[cols].head(n).assign(behaviour=b) for b, r in self.results.items()]).set_index("behaviour")
-
-    def summary(self) -> str:
-        """A Markdown list: one line per behaviour with its decision."""
-        return "\n".join(f"- **{b}**: {m['decision']}: accuracy {m['accuracy']:.0%} (bar {m['success_threshold']:.0%}, "
-                         f"τ = {m['tau']:g}), sign accuracy {m['sign_accuracy']:.0%}, mean Δ {m['mean_diff']:.2f} "
-                         f"over {m['n_prompts']} prompts" for b, m in self.metrics.items())
+BASELINE_METRICS_FORMAT = "llm_biology.baseline_metrics/2"
+_METRIC_KEYS = {"behaviour", "n_prompts", "tau", "success_threshold", "n_success", "accuracy", "sign_accuracy",
+                "mean_diff", "median_diff", "std_diff", "min_diff", "max_diff", "mean_tokens_correct",
+                "mean_tokens_incorrect", "max_tokens_correct", "max_tokens_incorrect", "length_matched_fraction",
+                "mean_tokens_prompt", "mean_logit_diff", "median_logit_diff", "logit_sign_accuracy",
+                "n_logit_undefined", "accuracy_by_label", "passed", "decision"}
 
 def baseline_csv(paths: ModelPaths, behaviour: str, split: str) -> Path:
     """`results/baseline_{behaviour}_{split}.csv`."""
     return paths.results / f"baseline_{behaviour}_{split}.csv"
 
-# %% ../nbs/04_baseline.ipynb #d0da8419
-def run_baseline(cfg: RunConfig, lm: LanguageModel | None = None) -> BaselineRun:
-    """The baseline stage (Step 2) for every behaviour of `cfg`; writes the CSVs, metrics JSON and figures."""
+def metrics_json(paths: ModelPaths, split: str) -> Path:
+    """`results/baseline_metrics_{split}.json`."""
+    return paths.results / f"baseline_metrics_{split}.json"
+
+def write_baseline_table(table: pd.DataFrame, path) -> Path:
+    """Write a per-prompt table (as `evaluate_behaviour` makes it) to CSV, atomically."""
+    _check_columns(list(table.columns), path)
+    with atomic_write(path, newline="") as f: table.to_csv(f, index=False)
+    return Path(path)
+
+def read_baseline_table(path) -> pd.DataFrame:
+    """Read a per-prompt baseline table, checking its columns."""
+    path = Path(path)
+    if not path.is_file(): raise BaselineError(f"Missing {path}: run the baseline stage (`llm-biology run --stages baseline`).")
+    try: t = pd.read_csv(path)
+    except Exception as e: raise BaselineError(f"{path} is not a readable CSV ({e}); delete it and re-run the baseline stage.") from None
+    _check_columns(list(t.columns), path)
+    return t
+
+def _check_columns(cols: list, where) -> None:
+    missing = [c for c in TABLE_COLUMNS if c not in cols]
+    unknown = [c for c in cols if c not in TABLE_COLUMNS and not c.startswith("meta_")]
+    if missing or unknown or cols[:len(TABLE_COLUMNS)] != list(TABLE_COLUMNS):
+        raise BaselineError(f"{where} is not a baseline table: " + (f"missing columns {missing}; " if missing else "")
+                            + (f"unknown columns {unknown}; " if unknown else "") + f"expected {list(TABLE_COLUMNS)} "
+                            "first, then meta_<field> columns. Re-run the baseline stage.")
+
+def write_baseline_metrics(metrics: dict, path, split: str) -> Path:
+    """Write behaviour -> metrics as strict JSON (missing values null), atomically."""
+    for b, m in metrics.items(): _check_metric_keys(m, f"{path}, behaviour {b}")
+    return write_json({"format": BASELINE_METRICS_FORMAT, "split": split, "behaviours": metrics}, path)
+
+def read_baseline_metrics(path) -> dict:
+    """Read behaviour -> metrics written by `write_baseline_metrics`."""
+    d = read_json(path)
+    if not isinstance(d, dict) or set(d) != {"format", "split", "behaviours"} or d["format"] != BASELINE_METRICS_FORMAT:
+        raise BaselineError(f"{path} is not a baseline metrics file ({BASELINE_METRICS_FORMAT}: format, split, behaviours); "
+                            "re-run the baseline stage.")
+    for b, m in d["behaviours"].items(): _check_metric_keys(m, f"{path}, behaviour {b}")
+    return d["behaviours"]
+
+def _check_metric_keys(m: dict, where: str) -> None:
+    missing, unknown = sorted(_METRIC_KEYS - set(m)), sorted(set(m) - _METRIC_KEYS)
+    if missing or unknown:
+        raise BaselineError(f"{where}: " + (f"missing keys {missing} " if missing else "") + (f"unknown keys {unknown} " if unknown else "")
+                            + "in the metrics. Re-run the baseline stage.")
+
+# %% ../nbs/04_baseline.ipynb #7276fd0a
+def read_prompts(cfg: RunConfig, tokenizer=None) -> dict:
+    """behaviour -> the first `cfg.n_prompts` records of its `cfg.split` file, validated (with `tokenizer` if given)."""
     paths = model_paths(cfg.model, cfg.data_dir)
-    records = {b: read_jsonl(paths.prompt_file(b, cfg.split))[:cfg.n_prompts] for b in cfg.behaviours}
-    lm = lm or load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    results = {b: evaluate_behaviour(lm, rs, b, batch_size=cfg.batch_size) for b, rs in records.items()}
-    files = {}
-    for b, r in results.items():
-        files[f"csv:{b}"] = p = baseline_csv(paths, b, cfg.split)
-        with atomic_write(p, newline="") as f: r.table.to_csv(f, index=False)
-    files["metrics"] = write_json({b: r.metrics for b, r in results.items()},
-                                  paths.results / f"baseline_metrics_{cfg.split}.json")
-    files["fig:diffs"] = save_figure(plot_diff_distributions(results, cfg.split),
-                                     paths.figures / f"baseline_diff_distributions_{cfg.split}.png")
-    files["fig:accuracy"] = save_figure(plot_accuracy({b: r.metrics for b, r in results.items()}, cfg.split),
-                                        paths.figures / f"baseline_accuracy_{cfg.split}.png")
-    return BaselineRun(cfg, paths, results, files)
+    missing = [str(paths.prompt_file(b, cfg.split)) for b in cfg.behaviours if not paths.prompt_file(b, cfg.split).is_file()]
+    if missing:
+        raise BaselineError(f"Missing prompt file(s) {', '.join(missing)}: run the prompts stage first "
+                            f"(`llm-biology run --model {cfg.model} --stages prompts`).")
+    return {b: read_jsonl(paths.prompt_file(b, cfg.split), tokenizer)[:cfg.n_prompts] for b in cfg.behaviours}
+
+def _summary(metrics: dict) -> str:
+    return "\n".join(f"- **{b}**: {m['decision']}: accuracy {m['accuracy']:.0%} (bar {m['success_threshold']:.0%}, "
+                     f"τ = {m['tau']:g}), sign accuracy {m['sign_accuracy']:.0%}, mean Δ {m['mean_diff']:.2f} "
+                     f"over {m['n_prompts']} prompts" for b, m in metrics.items())
+
+def run_baseline(cfg: RunConfig, lm: LanguageModel | None = None, transcoders=None) -> StageResult:
+    """The baseline stage (Step 2) for every behaviour of `cfg`; writes the CSVs, metrics JSON and figures."""
+    with stage_run("baseline", cfg):
+        paths = model_paths(cfg.model, cfg.data_dir)
+        read_prompts(cfg)   # every file is there and well-formed before anything heavy loads
+        lm = lm or load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        records = read_prompts(cfg, lm.tokenizer)
+        results = {b: evaluate_behaviour(lm, rs, b, batch_size=cfg.batch_size) for b, rs in records.items()}
+        files = [write_baseline_table(r.table, baseline_csv(paths, b, cfg.split)) for b, r in results.items()]
+        metrics = {b: r.metrics for b, r in results.items()}
+        files.append(write_baseline_metrics(metrics, metrics_json(paths, cfg.split), cfg.split))
+        figures = {"diffs": save_figure(plot_diff_distributions(results, cfg.split),
+                                        paths.figures / f"baseline_diff_distributions_{cfg.split}.png"),
+                   "accuracy": save_figure(plot_accuracy(metrics, cfg.split), paths.figures / f"baseline_accuracy_{cfg.split}.png")}
+        cols = ["prompt_id", "prompt", "correct_answer", "incorrect_answer", "label", "normalized_diff", "success", "logit_diff"]
+        examples = pd.concat([r.table[cols].head(3).assign(behaviour=b) for b, r in results.items()]).set_index("behaviour")
+        tables = {"metrics": metrics_table(metrics), "examples": examples, "summary": _summary(metrics)}
+    return StageResult("baseline", cfg, tuple(files) + tuple(figures.values()), tables, figures, results)
+
+# %% ../nbs/04_baseline.ipynb #d0da8419
+class Selection(NamedTuple):
+    """The records a downstream stage analyses, and what was left out and why."""
+    records: dict        # behaviour -> records
+    excluded: dict       # behaviour -> reason (failed baseline, no prompt left)
+    dropped: dict        # behaviour -> prompt ids left out because they failed their baseline
+
+    def table(self) -> pd.DataFrame:
+        """One row per behaviour: prompts analysed, prompts dropped, and why a behaviour is left out."""
+        bs = list(self.records) + [b for b in self.excluded if b not in self.records]
+        return pd.DataFrame([dict(behaviour=b, analysed=len(self.records.get(b, [])), dropped=len(self.dropped.get(b, [])),
+                                  excluded=self.excluded.get(b, "")) for b in bs]).set_index("behaviour")
+
+def select_records(cfg: RunConfig, tokenizer=None) -> Selection:
+    """The records later stages analyse: behaviours that pass, prompts that succeed (all with `include_failed`)."""
+    records = read_prompts(cfg, tokenizer)
+    if cfg.include_failed: return Selection(records, {}, {})
+    paths = model_paths(cfg.model, cfg.data_dir)
+    metrics = read_baseline_metrics(metrics_json(paths, cfg.split))
+    keep, excluded, dropped = {}, {}, {}
+    for b, rs in records.items():
+        if b not in metrics: raise BaselineError(f"No baseline of {b} in {metrics_json(paths, cfg.split)}: run the baseline stage.")
+        if not metrics[b]["passed"]:
+            excluded[b] = f"failed its baseline (accuracy {metrics[b]['accuracy']:.2f} < {metrics[b]['success_threshold']})"
+            continue
+        ok = dict(zip(*read_baseline_table(baseline_csv(paths, b, cfg.split))[["prompt_id", "success"]].to_numpy().T))
+        unknown = [r.prompt_id for r in rs if r.prompt_id not in ok]
+        if unknown: raise BaselineError(f"The baseline of {b} has no row for prompts {unknown[:3]}: re-run the baseline stage.")
+        dropped[b] = [r.prompt_id for r in rs if not ok[r.prompt_id]]
+        kept = [r for r in rs if ok[r.prompt_id]]
+        if kept: keep[b] = kept
+        else: excluded[b] = "no prompt succeeds at its baseline"
+    return Selection(keep, excluded, dropped)

@@ -13,17 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (LLMBiologyError, MODEL_REGISTRY, ModelPaths, RunConfig, atomic_write, save_figure, get_behaviour_spec,
-                              model_paths, read_json, write_json)
+from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, analysis_layers, atomic_write,
+                              finite_or_none, get_behaviour_spec, model_paths, read_json, save_figure, stage_run, write_json)
 from .models import LanguageModel, capture_mlp, load_model
-from .prompts import read_jsonl
+from .baseline import read_prompts
 from .transcoders import ReconstructionMetrics, TranscoderSet, check_fits, load_transcoders, reconstruction_metrics
 
 # %% auto #0
-__all__ = ['FEATURE_ARRAYS', 'FeatureError', 'parse_token_positions', 'SparseActivations', 'LayerFeatures', 'FeatureExtraction',
-           'extract_features', 'class_contrast', 'feature_file', 'summary_file', 'save_npy', 'layer_meta',
-           'write_layer_files', 'LayerFiles', 'read_layer_files', 'plot_l0_fve', 'plot_contrast', 'FeaturesRun',
-           'run_features']
+__all__ = ['FEATURE_ARRAYS', 'FEATURE_LAYER_FORMAT', 'FEATURE_SUMMARY_FORMAT', 'CONTRAST_ROWS', 'FeatureError',
+           'parse_token_positions', 'SparseActivations', 'LayerFeatures', 'FeatureExtraction', 'extract_features',
+           'class_contrast', 'feature_file', 'summary_file', 'save_npy', 'layer_meta', 'write_layer_files',
+           'LayerFiles', 'read_layer_files', 'read_feature_summary', 'plot_l0_fve', 'plot_contrast',
+           'open_model_and_transcoders', 'run_features']
 
 # %% ../nbs/05_features.ipynb #59a2388d
 class FeatureError(LLMBiologyError):
@@ -117,6 +118,7 @@ class FeatureExtraction(NamedTuple):
     transcoders: str              # name of the transcoder set (hub id@commit or folder)
     transcoder_revision: str | None
     group_metrics: dict           # group -> layer -> ReconstructionMetrics
+    prompt_ids: tuple = ()        # [n_prompts] each record's `prompt_id` ("" for a plain string)
 
     @property
     def n_samples(self) -> int: return int(len(self.prompt_idx))
@@ -160,7 +162,8 @@ class FeatureExtraction(NamedTuple):
             layers={l: lf.select(idx, self.group_metrics[group][l]) for l, lf in self.layers.items()},
             prompt_idx=new_p[self.prompt_idx[idx]], pos=self.pos[idx], token_ids=self.token_ids[idx],
             n_tokens=self.n_tokens[keep_p], prompts=pick(self.prompts), groups=pick(self.groups),
-            labels=pick(self.labels), prompt_tokens=pick(self.prompt_tokens), group_metrics={group: self.group_metrics[group]})
+            labels=pick(self.labels), prompt_tokens=pick(self.prompt_tokens), group_metrics={group: self.group_metrics[group]},
+            prompt_ids=pick(self.prompt_ids))
 
     def __repr__(self):
         return (f"FeatureExtraction({self.n_prompts} prompts, {self.n_samples} samples ({self.token_positions}, "
@@ -240,8 +243,9 @@ def extract_features(lm: LanguageModel, transcoders: TranscoderSet, records: Seq
         del cap
     ids = [lm.encode(t).tolist() for t in texts]
     prompt_tokens = tuple(tuple(lm.tokenizer.decode([i]) for i in row) for row in ids)
+    pids = tuple("" if isinstance(r, str) else str(getattr(r, "prompt_id", "")) for r in records)
     return FeatureExtraction(out, *meta[:3], meta[3], tuple(texts), groups, labels, prompt_tokens, token_positions, int(top_k),
-                             transcoders.name, transcoders.revision, gm)
+                             transcoders.name, transcoders.revision, gm, pids)
 
 # %% ../nbs/05_features.ipynb #bc1d2874
 def _per_prompt(ex: FeatureExtraction, layer: int, reduce: str) -> pd.DataFrame:
@@ -333,23 +337,36 @@ def save_npy(array: np.ndarray, path: str | Path) -> Path:
     return Path(path)
 
 # %% ../nbs/05_features.ipynb #96fb0fdc
+FEATURE_LAYER_FORMAT = "llm_biology.feature_layer/2"
+FEATURE_SUMMARY_FORMAT = "llm_biology.feature_summary/2"
+_LAYER_META_KEYS = {"format", "layer", "behaviour", "split", "d_transcoder", "n_prompts", "n_samples", "token_positions",
+                    "sink_excluded", "top_k", "l0", "fve", "fve_per_token", "mse", "n_active_features", "dead_fraction",
+                    "transcoders", "transcoder_revision", "mlp_input", "samples"}
+_SAMPLE_KEYS = {"prompt_id", "pos", "offset", "token_id", "token"}
+
 def layer_meta(ex: FeatureExtraction, layer: int, behaviour: str, split: str) -> dict:
     """The JSON-ready metadata of one layer's files."""
     lf, m = ex.layer(layer), ex.layer(layer).metrics
-    samples = {"prompt_idx": ex.prompt_idx.tolist(), "pos": ex.pos.tolist(),
+    pids = np.array(ex.prompt_ids if ex.prompt_ids else [""] * ex.n_prompts, dtype=object)
+    samples = {"prompt_id": pids[ex.prompt_idx].tolist(), "pos": ex.pos.tolist(),
                "offset": (ex.pos - ex.n_tokens[ex.prompt_idx]).tolist(), "token_id": ex.token_ids.tolist(),
                "token": [ex.token(i) for i in range(ex.n_samples)]}
-    return {"layer": layer, "behaviour": behaviour, "split": split, "d_transcoder": lf.d_transcoder,
-            "n_prompts": ex.n_prompts, "n_samples": lf.n_samples, "token_positions": ex.token_positions,
-            "sink_excluded": True, "top_k": int(lf.top_k_indices.shape[1]), "l0": m.l0, "fve": m.fve,
-            "fve_per_token": _num(m.fve_per_token), "mse": m.mse, "n_active_features": int(len(lf.active_features)),
-            "dead_fraction": m.dead_fraction, "transcoders": ex.transcoders, "transcoder_revision": ex.transcoder_revision,
-            "mlp_input": "mlp.hook_in (input of model.model.layers[l].mlp)", "samples": samples}
+    return {"format": FEATURE_LAYER_FORMAT, "layer": layer, "behaviour": behaviour, "split": split,
+            "d_transcoder": lf.d_transcoder, "n_prompts": ex.n_prompts, "n_samples": lf.n_samples,
+            "token_positions": ex.token_positions, "sink_excluded": True, "top_k": int(lf.top_k_indices.shape[1]),
+            "l0": finite_or_none(m.l0), "fve": finite_or_none(m.fve), "fve_per_token": finite_or_none(m.fve_per_token),
+            "mse": finite_or_none(m.mse), "n_active_features": int(len(lf.active_features)),
+            "dead_fraction": finite_or_none(m.dead_fraction), "transcoders": ex.transcoders,
+            "transcoder_revision": ex.transcoder_revision, "mlp_input": "mlp.hook_in (input of model.model.layers[l].mlp)",
+            "samples": samples}
 
-def _num(x):
-    "A float for JSON: None for NaN or inf."
-    x = float(x)
-    return x if np.isfinite(x) else None
+def _check_meta(meta, where) -> dict:
+    if not isinstance(meta, dict) or meta.get("format") != FEATURE_LAYER_FORMAT or set(meta) != _LAYER_META_KEYS \
+            or not isinstance(meta.get("samples"), dict) or set(meta["samples"]) != _SAMPLE_KEYS:
+        got = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        raise FeatureError(f"{where} is not a feature layer file ({FEATURE_LAYER_FORMAT}): expected the keys "
+                           f"{sorted(_LAYER_META_KEYS)} (samples: {sorted(_SAMPLE_KEYS)}), got {got}. Re-run the features stage.")
+    return meta
 
 # %% ../nbs/05_features.ipynb #f8281112
 def write_layer_files(ex: FeatureExtraction, layer: int, features_dir: str | Path, behaviour: str, split: str,
@@ -375,15 +392,30 @@ class LayerFiles(NamedTuple):
     full_activations: np.ndarray | None
 
 def read_layer_files(features_dir: str | Path, layer: int, behaviour: str, split: str) -> LayerFiles:
-    """Read one layer's feature files (the full activations when present), with clear errors."""
+    """Read one layer's feature files (the full activations when present), checking their shapes and keys."""
     f = lambda kind: feature_file(features_dir, layer, behaviour, split, kind)
     for kind in ("top_k_indices", "top_k_values", "feature_frequencies", "layer_meta"):
         if not f(kind).is_file():
             raise FeatureError(f"Missing {f(kind)}: run the features stage (`llm-biology run --stages features`) "
                                f"for {behaviour} ({split}) at layer {layer}.")
-    load = lambda kind: np.load(f(kind), allow_pickle=False)
-    full = load("full_activations") if f("full_activations").is_file() else None
-    return LayerFiles(load("top_k_indices"), load("top_k_values"), load("feature_frequencies"), read_json(f("layer_meta")), full)
+    meta = _check_meta(read_json(f("layer_meta")), f("layer_meta"))
+    def load(kind, shape):
+        try: a = np.load(f(kind), allow_pickle=False)
+        except Exception as e: raise FeatureError(f"{f(kind)} is not a readable .npy file ({e}); re-run the features stage.") from None
+        if a.shape != shape:
+            raise FeatureError(f"{f(kind)} has shape {a.shape}, but its layer_meta.json says {shape}; re-run the features stage.")
+        return a
+    n, k, d = meta["n_samples"], meta["top_k"], meta["d_transcoder"]
+    full = load("full_activations", (n, d)) if f("full_activations").is_file() else None
+    return LayerFiles(load("top_k_indices", (n, k)), load("top_k_values", (n, k)), load("feature_frequencies", (d,)), meta, full)
+
+def read_feature_summary(features_dir: str | Path, behaviour: str, split: str) -> dict:
+    """Read a behaviour's `{behaviour}_{split}_summary.json`."""
+    p = summary_file(features_dir, behaviour, split)
+    s = read_json(p)
+    if not isinstance(s, dict) or s.get("format") != FEATURE_SUMMARY_FORMAT:
+        raise FeatureError(f"{p} is not a feature summary ({FEATURE_SUMMARY_FORMAT}); re-run the features stage.")
+    return s
 
 # %% ../nbs/05_features.ipynb #5c72ebdb
 def plot_l0_fve(summary: pd.DataFrame, title: str = ""):
@@ -421,33 +453,15 @@ def plot_contrast(contrast: pd.DataFrame, title: str = "", top_n: int = 15):
 
 
 # %% ../nbs/05_features.ipynb #ecd5c856
-class FeaturesRun(NamedTuple):
-    """What the features stage computed and wrote."""
-    extraction: FeatureExtraction   # every behaviour (group = behaviour)
-    summary: pd.DataFrame           # one row per (behaviour, layer)
-    contrasts: dict                 # behaviour -> top contrast features of every layer, best first
-    contrast_kinds: dict            # behaviour -> "within" | "vs_other_behaviours" | "mean_activation"
-    files: list                     # every file written (paths)
-    figures: dict                   # name -> PNG path
-
-    def summary_table(self, digits: int = 3) -> pd.DataFrame:
-        """Per (behaviour, layer): samples, L0, FVE, active features, dead fraction (rounded)."""
-        return self.summary.set_index(["behaviour", "layer"]).round(digits)
-
-    def contrast_table(self, behaviour: str, n: int = 10, digits: int = 3) -> pd.DataFrame:
-        """The `n` top contrast features of `behaviour` over all layers (rounded)."""
-        if behaviour not in self.contrasts:
-            raise FeatureError(f"No contrast for {behaviour!r}; this run has {sorted(self.contrasts)}.")
-        return self.contrasts[behaviour].head(n).round(digits)
+CONTRAST_ROWS = 20   # top contrast features kept per layer in a summary
 
 def _records(df: pd.DataFrame) -> list[dict]:
-    return [{k: (_num(v) if isinstance(v, (float, np.floating)) else v.item() if isinstance(v, np.generic) else v)
+    return [{k: (finite_or_none(v) if isinstance(v, (float, np.floating)) else v.item() if isinstance(v, np.generic) else v)
              for k, v in r.items()} for r in df.to_dict("records")]
 
 def _score(df: pd.DataFrame) -> np.ndarray:
     return df["diff"].abs().to_numpy() if "diff" in df else df[[c for c in df if c.startswith("mean_")][0]].to_numpy()
 
-# %% ../nbs/05_features.ipynb #c5b97f86
 def _behaviour_contrast(ex: FeatureExtraction, b: str, layer: int, top_n: int):
     """(kind, classes, contrast table) of behaviour `b` at `layer` (see the rule above)."""
     sub = ex.subset(b)
@@ -459,60 +473,60 @@ def _behaviour_contrast(ex: FeatureExtraction, b: str, layer: int, top_n: int):
         return "vs_other_behaviours", (b, "other"), class_contrast(ex, lab, layer, classes=(b, "other"), top_n=top_n)
     return "mean_activation", (b,), class_contrast(sub, [b] * sub.n_prompts, layer, classes=(b,), top_n=top_n)
 
-def _read_prompts(paths: ModelPaths, cfg: RunConfig) -> dict:
-    missing = [str(paths.prompt_file(b, cfg.split)) for b in cfg.behaviours if not paths.prompt_file(b, cfg.split).is_file()]
-    if missing:
-        raise FeatureError(f"Missing prompt file(s) {', '.join(missing)}: run the prompts stage first "
-                           f"(`llm-biology run --model {cfg.model} --stages prompts`).")
-    if cfg.n_prompts is not None and cfg.n_prompts < 1: raise FeatureError(f"n_prompts must be >= 1 or None, not {cfg.n_prompts}.")
-    return {b: read_jsonl(paths.prompt_file(b, cfg.split))[:cfg.n_prompts] for b in cfg.behaviours}
-
-# %% ../nbs/05_features.ipynb #9075b254
-def run_features(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None,
-                 full_activations: bool = False, top_n: int = 20, cache_dir=None) -> FeaturesRun:
-    """Step 3 for every behaviour of `cfg`: extract, write the spec's files, summaries and figures."""
-    paths = model_paths(cfg.model, cfg.data_dir)
-    records = _read_prompts(paths, cfg)  # before loading anything heavy
+def open_model_and_transcoders(cfg: RunConfig, lm=None, transcoders=None, layers: str | None = "analysis"):
+    """(lm, transcoders, analysis layers) of a stage: loaded unless given; transcoders opened at `layers` only."""
     if transcoders is None and cfg.transcoders is None and cfg.model not in MODEL_REGISTRY:
-        raise FeatureError(f"No transcoder set for model {cfg.model!r}: it is not in the registry, so pass "
-                           "transcoders= (RunConfig.transcoders / --transcoders: a hub id or a folder).")
-    lm = lm or load_model(cfg.model, cfg.device, cfg.dtype, cache_dir=cache_dir)
-    transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, layers=cfg.layers, device=cfg.device,
-                                                  dtype=lm.dtype, cache_dir=cache_dir)
+        raise FeatureError(f"No transcoder set for model {cfg.model!r}: it is not in the registry, so pass one with "
+                           "--transcoders (RunConfig.transcoders): a hub id or a folder.")
+    lm = lm or load_model(cfg.model, cfg.device, cfg.dtype)
+    an = analysis_layers(cfg.layers, lm.n_layers)
+    transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, layers=an if layers == "analysis" else None,
+                                                  device=lm.device, dtype=lm.dtype)
     check_fits(transcoders, lm)
-    layers = list(cfg.layers) if cfg.layers is not None else list(range(lm.n_layers))
-    allrec = [r for b in cfg.behaviours for r in records[b]]
-    ex = extract_features(lm, transcoders, allrec, layers, cfg.token_positions, cfg.top_k, cfg.batch_size,
-                          groups=[r.behaviour for r in allrec], full_activations=full_activations)
-    files, rows, contrasts, kinds = [], [], {}, {}
-    for b in cfg.behaviours:
-        sub, per_layer, tables = ex.subset(b), [], []
-        for l in layers:
-            files += write_layer_files(sub, l, paths.features, b, cfg.split, full_activations)
-            kind, classes, table = _behaviour_contrast(ex, b, l, top_n)
-            m, lf = sub.layer(l).metrics, sub.layer(l)
-            row = {"behaviour": b, "layer": l, "n_samples": lf.n_samples, "l0": m.l0, "fve": m.fve,
-                   "fve_per_token": m.fve_per_token, "n_active_features": int(len(lf.active_features)),
-                   "dead_fraction": m.dead_fraction}
-            rows.append(row); tables.append(table)
-            per_layer.append({**{k: _num(v) if isinstance(v, float) else v for k, v in row.items() if k != "behaviour"},
-                              "top_contrast": _records(table)})
-        tab = pd.concat(tables, ignore_index=True)
-        contrasts[b] = tab.iloc[np.argsort(-_score(tab), kind="stable")].reset_index(drop=True)
-        kinds[b] = kind
-        summary = {"behaviour": b, "split": cfg.split, "model": cfg.model, "transcoders": ex.transcoders,
-                   "transcoder_revision": ex.transcoder_revision, "token_positions": cfg.token_positions,
-                   "sink_excluded": True, "top_k": cfg.top_k, "n_prompts": sub.n_prompts, "n_samples": sub.n_samples,
-                   "d_transcoder": ex.d_transcoder, "layers": per_layer,
-                   "contrast": {"kind": kind, "classes": list(classes), "reduce": "max", "top_n_per_layer": top_n}}
-        files.append(write_json(summary, summary_file(paths.features, b, cfg.split)))
-    table = pd.DataFrame(rows)
-    figs = {"l0_fve": save_figure(plot_l0_fve(table, f"{cfg.model}: transcoder features ({cfg.split})"),
-                                  paths.figures / f"features_l0_fve_{cfg.split}.png")}
-    for b in cfg.behaviours:
-        classes = [c[5:] for c in contrasts[b].columns if c.startswith("mean_")]
-        what = " vs ".join(classes) + (" behaviours" if kinds[b] == "vs_other_behaviours" else "") \
-            if len(classes) == 2 else "most active features"
-        figs[f"contrast_{b}"] = save_figure(plot_contrast(contrasts[b], f"{cfg.model}, {b} ({cfg.split}): {what}"),
-                                            paths.figures / f"features_contrast_{b}_{cfg.split}.png")
-    return FeaturesRun(ex, table, contrasts, kinds, files + list(figs.values()), figs)
+    missing = [l for l in an if l not in transcoders]
+    if missing: raise FeatureError(f"Analysis layers {missing} have no transcoder loaded (loaded: {list(transcoders.layers)}).")
+    return lm, transcoders, an
+
+# %% ../nbs/05_features.ipynb #c5b97f86
+def run_features(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None,
+                 full_activations: bool = False) -> StageResult:
+    """Step 3 for every behaviour of `cfg`: extract, write the spec's files, summaries and figures."""
+    with stage_run("features", cfg):
+        paths = model_paths(cfg.model, cfg.data_dir)
+        read_prompts(cfg)  # every prompt file is there and well-formed before anything heavy loads
+        lm, transcoders, layers = open_model_and_transcoders(cfg, lm, transcoders)
+        records = read_prompts(cfg, lm.tokenizer)
+        allrec = [r for b in cfg.behaviours for r in records[b]]
+        ex = extract_features(lm, transcoders, allrec, layers, cfg.token_positions, cfg.top_k, cfg.batch_size,
+                              groups=[r.behaviour for r in allrec], full_activations=full_activations)
+        files, rows, tables, figures = [], [], {}, {}
+        for b in cfg.behaviours:
+            sub, per_layer, parts = ex.subset(b), [], []
+            for l in layers:
+                files += write_layer_files(sub, l, paths.features, b, cfg.split, full_activations)
+                kind, classes, table = _behaviour_contrast(ex, b, l, CONTRAST_ROWS)
+                m, lf = sub.layer(l).metrics, sub.layer(l)
+                row = {"behaviour": b, "layer": l, "n_samples": lf.n_samples, "l0": m.l0, "fve": m.fve,
+                       "fve_per_token": m.fve_per_token, "n_active_features": int(len(lf.active_features)),
+                       "dead_fraction": m.dead_fraction}
+                rows.append(row); parts.append(table)
+                per_layer.append({**{k: finite_or_none(v) if isinstance(v, float) else v for k, v in row.items() if k != "behaviour"},
+                                  "top_contrast": _records(table)})
+            tab = pd.concat(parts, ignore_index=True)
+            tables[f"contrast:{b}"] = tab.iloc[np.argsort(-_score(tab), kind="stable")].reset_index(drop=True)
+            summary = {"format": FEATURE_SUMMARY_FORMAT, "behaviour": b, "split": cfg.split, "model": cfg.model,
+                       "transcoders": ex.transcoders, "transcoder_revision": ex.transcoder_revision,
+                       "token_positions": cfg.token_positions, "sink_excluded": True, "top_k": cfg.top_k,
+                       "n_prompts": sub.n_prompts, "n_samples": sub.n_samples, "d_transcoder": ex.d_transcoder,
+                       "layers": per_layer, "contrast": {"kind": kind, "classes": list(classes), "reduce": "max",
+                                                         "top_n_per_layer": CONTRAST_ROWS}}
+            files.append(write_json(summary, summary_file(paths.features, b, cfg.split)))
+            what = (" vs ".join(classes) + (" behaviours" if kind == "vs_other_behaviours" else "")) if len(classes) == 2 \
+                else "most active features"
+            figures[f"contrast:{b}"] = save_figure(plot_contrast(tables[f"contrast:{b}"], f"{cfg.model}, {b} ({cfg.split}): {what}"),
+                                                   paths.figures / f"features_contrast_{b}_{cfg.split}.png")
+            tables[f"kind:{b}"] = kind
+        tables["summary"] = pd.DataFrame(rows)
+        figures["l0_fve"] = save_figure(plot_l0_fve(tables["summary"], f"{cfg.model}: transcoder features ({cfg.split})"),
+                                        paths.figures / f"features_l0_fve_{cfg.split}.png")
+    return StageResult("features", cfg, tuple(files) + tuple(figures.values()), tables, figures, ex)

@@ -24,8 +24,8 @@ __all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEAT
            'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
            'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
            'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
-           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'write_frontend_graph', 'aggregate_graphs',
-           'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
+           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'write_frontend_graph', 'class_title',
+           'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -620,6 +620,11 @@ def write_frontend_graph(model: dict, path) -> Path:
                              key=lambda g: str(g.get("slug")))
     write_json(index, index_path)
     return path
+
+# %% ../nbs/07_graphs.ipynb #eeb89738
+def class_title(class_label: str | None) -> str:
+    """How tables and figures name an aggregation: `class <label>`, or `pooled over classes`."""
+    return "pooled over classes" if class_label in (None, "pooled") else f"class {class_label}"
 
 # %% ../nbs/07_graphs.ipynb #ef6c8f7f
 def aggregate_graphs(graphs: Sequence[nx.DiGraph], min_frequency: float = 0.2, metadata: dict | None = None,
