@@ -18,8 +18,8 @@ from .transcoders import FeatureRows, TranscoderSet, activation_function
 from .replacement import LocalReplacement, skip_weights
 
 # %% auto #0
-__all__ = ['EDIT_MODES', 'InterventionError', 'FeatureEdit', 'LayerEdit', 'feature_edit', 'edited_logits',
-           'intervened_logit_diffs']
+__all__ = ['EDIT_MODES', 'InterventionError', 'FeatureEdit', 'LayerEdit', 'feature_edit', 'edited_logits', 'Generation',
+           'generate_with_edits', 'intervened_logit_diffs']
 
 # %% ../nbs/07b_edits.ipynb #4fa4f8d6
 class InterventionError(LLMBiologyError):
@@ -34,11 +34,12 @@ class FeatureEdit(NamedTuple):
     shift: float = 0.0
 
 class LayerEdit(NamedTuple):
-    """Set every feature of `layer` at `pos` to `scale * old + shift` (`shift`: None or a [d_transcoder] tensor)."""
+    """Set every feature of `layer` at `pos` but those in `keep` to `scale * old + shift` (`shift`: None or [d_transcoder])."""
     layer: int
     pos: int | None
     scale: float = 0.0
     shift: torch.Tensor | None = None
+    keep: tuple = ()     # feature indices left as they are (e.g. a circuit kept while the rest of the layer is ablated)
 
 EDIT_MODES = ("zero", "inhibit", "set", "scale")
 
@@ -65,6 +66,7 @@ class _LayerPlan(NamedTuple):
     lrp: torch.Tensor       # [m] flat slots of layer edits
     lscale: torch.Tensor    # [m]
     lshift: torch.Tensor | None  # [m, d_transcoder] or None
+    lkeep: torch.Tensor | None   # [m, d_transcoder] bool: features a layer edit leaves alone, or None
 
 def _resolve_pos(pos, L: int, where: str) -> range:
     "The positions an edit's `pos` means in a sequence of `L` tokens."
@@ -90,7 +92,7 @@ def _plan(edit_sets, lengths, T: int, tcs, n_layers: int, device) -> dict[int, _
             if not 0 <= l < n_layers or l not in tcs:
                 raise InterventionError(f"{where}: layer {l} has no transcoder loaded (loaded: {list(tcs.layers)}). "
                                         "Open it with load_transcoders(..., layers=[...]).")
-            a = acc.setdefault(l, dict(rp=[], feat=[], scale=[], shift=[], lrp=[], lscale=[], lshift=[]))
+            a = acc.setdefault(l, dict(rp=[], feat=[], scale=[], shift=[], lrp=[], lscale=[], lshift=[], lkeep=[]))
             ps = _resolve_pos(e.pos, L, where)
             if isinstance(e, FeatureEdit):
                 if not 0 <= int(e.feature_idx) < tcs.d_transcoder:
@@ -101,6 +103,7 @@ def _plan(edit_sets, lengths, T: int, tcs, n_layers: int, device) -> dict[int, _
                 if e.shift is not None and tuple(e.shift.shape) != (tcs.d_transcoder,):
                     raise InterventionError(f"{where}: shift has shape {tuple(e.shift.shape)}, expected ({tcs.d_transcoder},).")
                 a["lrp"].extend(r * T + p for p in ps); a["lscale"] += [float(e.scale)] * len(ps); a["lshift"] += [e.shift] * len(ps)
+                a["lkeep"] += [tuple(int(f) for f in e.keep)] * len(ps)
     return {l: _layer_plan(l, a, tcs.d_transcoder, device) for l, a in acc.items()}
 
 def _layer_plan(l: int, a: dict, D: int, device) -> _LayerPlan:
@@ -117,7 +120,14 @@ def _layer_plan(l: int, a: dict, D: int, device) -> _LayerPlan:
         lshift = torch.stack([dense(s) for s in a["lshift"]]).to(device)
     f32 = lambda k: torch.tensor(a[k], dtype=torch.float32, device=device)
     return _LayerPlan(rpu.to(device), fu.to(device), rp_inv.to(device), f_inv.to(device), feat.to(device),
-                      f32("scale"), f32("shift"), lrp.to(device), f32("lscale"), lshift)
+                      f32("scale"), f32("shift"), lrp.to(device), f32("lscale"), lshift, _keep_mask(a["lkeep"], D, device))
+
+def _keep_mask(keeps: list, D: int, device) -> torch.Tensor | None:
+    "[m, D] bool: the features each layer edit leaves alone (None when none does)."
+    if not any(keeps): return None
+    m = torch.zeros(len(keeps), D, dtype=torch.bool)
+    for i, k in enumerate(keeps): m[i, list(k)] = True
+    return m.to(device)
 
 # %% ../nbs/07b_edits.ipynb #dd9a83b2
 def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tc=None) -> torch.Tensor:
@@ -134,6 +144,7 @@ def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tc=None) -
     if plan.lrp.numel():  # a whole layer: the full encoder
         acts = tc.encode(xf[plan.lrp]).float()
         d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
+        if plan.lkeep is not None: d_act = d_act.masked_fill(plan.lkeep, 0.0)
         nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
         if nz.numel(): delta.index_add_(0, plan.lrp, d_act[:, nz] @ tc.W_dec[nz].float())
     return delta
@@ -217,6 +228,44 @@ def edited_logits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets: Sequ
     for s, b, logits in _edited_batches(lm, tcs, seqs, [list(e) for e in edit_sets], freeze_attention,
                                         constrained_layers, batch_size):
         out.extend(logits[i, :int(b.lengths[i])].cpu() for i in range(len(b.lengths)))
+    return out
+
+# %% ../nbs/07b_edits.ipynb #6f99f28a
+class Generation(NamedTuple):
+    """One row's greedy continuation under its edits, and its first next-token distribution."""
+    token_ids: list          # the generated token ids
+    text: str                # their decoded text
+    top5: list               # [(token, probability)] at the first generated position
+
+def generate_with_edits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets: Sequence[Sequence],
+                        max_new_tokens: int = 8, freeze_attention: bool = False, batch_size: int = 8) -> list[Generation]:
+    """Greedy continuations of each input (text or token ids) with its edit set applied at every step."""
+    if isinstance(inputs, str) or (isinstance(inputs, torch.Tensor) and inputs.ndim == 1): inputs = [inputs] * len(edit_sets)
+    seqs = [(lm.encode(x) if isinstance(x, str) else torch.as_tensor(x)).tolist() for x in inputs]
+    if len(seqs) != len(edit_sets):
+        raise InterventionError(f"{len(seqs)} inputs but {len(edit_sets)} edit sets: give one input per edit set, or one for all.")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InterventionError(f"max_new_tokens={max_new_tokens!r}: must be an int >= 1, e.g. 8.")
+    eos, n0 = lm.sink_id, [len(s) for s in seqs]
+    done, top5 = [False] * len(seqs), [None] * len(seqs)
+    for step in range(max_new_tokens):
+        live = [i for i, d in enumerate(done) if not d]
+        if not live: break
+        for s, b, logits in _edited_batches(lm, tcs, [seqs[i] for i in live], [list(edit_sets[i]) for i in live],
+                                            freeze_attention, None, batch_size):
+            last = logits[torch.arange(len(b.lengths), device=logits.device), b.lengths - 1]
+            for j, row in enumerate(last):
+                i = live[s + j]
+                if step == 0:
+                    p, t = torch.softmax(row.float(), -1).topk(5)
+                    top5[i] = [(lm.tokenizer.decode([int(k)]), float(v)) for v, k in zip(p.tolist(), t.tolist())]
+                nxt = int(row.argmax())
+                seqs[i].append(nxt)
+                if nxt == eos: done[i] = True
+    out = []
+    for i, s in enumerate(seqs):
+        ids = s[n0[i]:]
+        out.append(Generation(ids, lm.tokenizer.decode([t for t in ids if t != eos]), top5[i]))
     return out
 
 # %% ../nbs/07b_edits.ipynb #54f1ca38

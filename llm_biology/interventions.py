@@ -13,25 +13,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import (RunConfig, get_behaviour_spec, model_paths, atomic_write, write_json, read_json, save_figure,
-                              MODEL_REGISTRY)
-from .models import LanguageModel, load_model, answer_tokens, logit_diffs, capture_mlp
-from .prompts import read_jsonl
-from .transcoders import TranscoderSet, load_transcoders, check_fits
+from .core import (RunConfig, StageResult, atomic_write, finite_or_none, get_behaviour_spec, model_paths, read_json,
+                              save_figure, stage_run, write_json)
+from .models import LanguageModel, answer_tokens, logit_diffs, capture_mlp
+from .transcoders import TranscoderSet
+from .baseline import select_records
+from .features import open_model_and_transcoders
+from .graphs import circuit_features
+from .attribution_stage import aggregated_graph_file, read_aggregated_graph
 from .edits import InterventionError, FeatureEdit, LayerEdit, feature_edit, intervened_logit_diffs
+from .validation import agreement, bootstrap_ci, circuit_faithfulness, faithfulness_rows, graph_vs_intervention, is_monotone
+from .steering import STEERING_COLUMNS, STEERING_MODES, flip_rates, run_steering
 
 # %% auto #0
-__all__ = ['FAITHFULNESS_KS', 'N_RANDOM_DRAWS', 'TOP_PER_LAYER', 'STEERING_FEATURES', 'InterventionResult', 'results_frame',
+__all__ = ['FAITHFULNESS_FORMAT', 'RESULTS_SUMMARY_FORMAT', 'FAITHFULNESS_KS', 'TOP_PER_LAYER', 'VALIDATION_FEATURES',
+           'STEERING_FEATURES', 'IMPORTANCE_COLUMNS', 'GVI_COLUMNS', 'InterventionResult', 'results_frame',
            'summarize_results', 'write_results', 'AblationOutcome', 'ablate_features', 'run_ablation_experiment',
            'pair_prompts', 'patching_logit_diffs', 'run_patching_experiment', 'run_feature_importance_sweep',
-           'GraphFeature', 'read_graph_features', 'active_features', 'Faithfulness', 'circuit_faithfulness',
-           'faithfulness_summary', 'faithfulness_frame', 'plot_faithfulness', 'steering', 'flip_fraction',
-           'InterventionsRun', 'run_interventions']
+           'write_table', 'read_table', 'write_importance', 'read_importance', 'read_results',
+           'write_faithfulness_summary', 'read_faithfulness_summary', 'faithfulness_file', 'plot_faithfulness',
+           'plot_graph_vs_intervention', 'plot_steering', 'run_interventions']
 
 # %% ../nbs/08_interventions.ipynb #dd2f53a0
 class InterventionResult(NamedTuple):
     """The outcome of one intervention on one prompt (the spec's record)."""
-    prompt_idx: int
+    prompt_id: str
     prompt: str
     baseline_logit_diff: float
     intervened_logit_diff: float
@@ -46,7 +52,7 @@ class InterventionResult(NamedTuple):
 def _result(lm, r, i: int, base: float, new: float, kind: str, layer: int, feats) -> InterventionResult:
     at = answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer)
     eff = float(base - new)
-    return InterventionResult(int(i), r.prompt, float(base), float(new), eff, eff / abs(base) if base else float("nan"),
+    return InterventionResult(str(getattr(r, "prompt_id", i)), r.prompt, float(base), float(new), eff, eff / abs(base) if base else None,
                               kind, int(layer), [int(f) for f in feats], lm.tokenizer.decode([at.correct_id]),
                               lm.tokenizer.decode([at.incorrect_id]))
 
@@ -63,7 +69,7 @@ def summarize_results(results: Sequence[InterventionResult]) -> list[dict]:
     out = []
     for (kind, layer, feats), g in df.groupby(["intervention_type", "layer", "features"], sort=False):
         flips = np.sign(g.intervened_logit_diff) != np.sign(g.baseline_logit_diff)
-        rel = g.relative_effect.replace([np.inf, -np.inf], np.nan).dropna()
+        rel = pd.to_numeric(g.relative_effect, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
         out.append({"intervention_type": kind, "layer": int(layer), "features_intervened": list(feats), "n": len(g),
                     "mean_baseline_logit_diff": float(g.baseline_logit_diff.mean()),
                     "mean_intervened_logit_diff": float(g.intervened_logit_diff.mean()),
@@ -76,7 +82,7 @@ def write_results(results: Sequence[InterventionResult], csv_path: str | Path, s
     """Write the results CSV and, beside it, `<name>_summary.json` (grouped summary plus `summary`), atomically."""
     csv_path = Path(csv_path)
     with atomic_write(csv_path) as f: results_frame(results).to_csv(f, index=False)
-    write_json({**(summary or {}), "groups": summarize_results(results)},
+    write_json({"format": RESULTS_SUMMARY_FORMAT, **(summary or {}), "groups": summarize_results(results)},
                csv_path.with_name(csv_path.stem + "_summary.json"))
     return csv_path
 
@@ -206,249 +212,206 @@ def run_feature_importance_sweep(lm: LanguageModel, tcs: TranscoderSet, records:
     return df.sort_values(["abs_correlation", "feature_idx"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 # %% ../nbs/08_interventions.ipynb #23d427db
-class GraphFeature(NamedTuple):
-    """A feature node of an aggregated graph, with the score it is ranked by."""
-    node_id: str
-    layer: int
-    feature_idx: int
-    score: float
-
-def read_graph_features(path: str | Path, layers: Sequence[int] | None = None) -> list[GraphFeature]:
-    """The feature nodes of an aggregated graph JSON (in `layers`), ranked by |mean_influence| (else |mean_attribution|)."""
-    g = read_json(path)
-    if not isinstance(g, dict) or not isinstance(g.get("nodes"), list):
-        raise InterventionError(f"{path} is not an aggregated attribution graph: expected a JSON object with a 'nodes' "
-                                "list (the spec's format). Re-run the attribution stage.")
-    out = {}
-    for n in g["nodes"]:
-        if not isinstance(n, dict) or n.get("type") != "feature": continue
-        score = n.get("mean_influence", n.get("mean_attribution"))
-        if not isinstance(n.get("layer"), int) or not isinstance(n.get("feature_idx"), int) or not isinstance(score, (int, float)):
-            raise InterventionError(f"{path}: feature node {n.get('id', n)!r} needs integer 'layer' and 'feature_idx' and a "
-                                    "numeric 'mean_influence' or 'mean_attribution'. Re-run the attribution stage.")
-        if layers is not None and n["layer"] not in layers: continue
-        key = (n["layer"], n["feature_idx"])
-        if key not in out or abs(score) > abs(out[key].score):
-            out[key] = GraphFeature(str(n.get("id", f"L{key[0]}_F{key[1]}")), *key, float(score))
-    return sorted(out.values(), key=lambda f: (-abs(f.score), f.layer, f.feature_idx))
-
-# %% ../nbs/08_interventions.ipynb #b45b8360
+FAITHFULNESS_FORMAT = "llm_biology.faithfulness/2"
+RESULTS_SUMMARY_FORMAT = "llm_biology.intervention_results/2"
 FAITHFULNESS_KS = (1, 2, 5, 10, 20, 50)
-N_RANDOM_DRAWS = 5
+TOP_PER_LAYER = 10          # features per layer in the per-layer ablation and patching experiments
+VALIDATION_FEATURES = 20    # features per class checked against interventions
+STEERING_FEATURES = 10      # circuit features steered per class
+_FAITH_KEYS = {"format", "behaviour", "split", "n_prompts", "layers", "seed", "n_draws", "ks", "classes", "circuits",
+               "per_k", "monotone", "sufficiency_full", "graph_vs_intervention", "steering", "mean_baseline_logit_diff",
+               "fallbacks", "ranking"}
+IMPORTANCE_COLUMNS = ("feature_idx", "correlation", "abs_correlation", "mean_activation", "frequency")
 
-def active_features(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, layers: Sequence[int],
-                    batch_size: int = 8, per_record: bool = False) -> dict[int, np.ndarray] | list[dict[int, np.ndarray]]:
-    """Features active at some position but 0 of the records' contexts, per layer (sorted); one dict per record if `per_record`."""
-    ctx = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer).context for r in records]
-    on = {}  # layer -> [n_records, d_transcoder] bool
-    for l in sorted(set(int(l) for l in layers)):
-        rows = []
-        for s in range(0, len(ctx), batch_size):
-            cap = capture_mlp(lm, ctx[s:s + batch_size], layers=[l], positions="all")
-            ok = cap.valid & (cap.positions > 0)
-            rows.append(((tcs[l].encode(cap.inputs[l]) > 0) & ok[..., None]).any(1).cpu())
-        on[l] = torch.cat(rows)
-    idx = lambda m: torch.nonzero(m).flatten().numpy()
-    if per_record: return [{l: idx(m[i]) for l, m in on.items()} for i in range(len(ctx))]
-    return {l: idx(m.any(0)) for l, m in on.items()}
+def write_table(df: pd.DataFrame, path, columns: Sequence[str]) -> Path:
+    """Write a CSV with exactly `columns`, atomically."""
+    if list(df.columns) != list(columns): raise InterventionError(f"{path}: the table must have the columns {list(columns)}.")
+    with atomic_write(path, newline="") as f: df.to_csv(f, index=False)
+    return Path(path)
 
-# %% ../nbs/08_interventions.ipynb #b396b321
-class Faithfulness(NamedTuple):
-    """Drops in logit difference when ablating the graph's top-k features, and random layer-matched controls."""
-    ks: tuple[int, ...]
-    top_sets: list          # [n_k] lists of (layer, feature_idx)
-    random_sets: list       # [n_k][n_draws][n_prompts] lists of (layer, feature_idx), drawn per prompt
-    baseline: np.ndarray    # [n_prompts]
-    top_drops: np.ndarray   # [n_k, n_prompts]
-    random_drops: np.ndarray  # [n_k, n_draws, n_prompts]
+def read_table(path, columns: Sequence[str]) -> pd.DataFrame:
+    """Read a CSV written by `write_table`, checking its columns."""
+    path = Path(path)
+    if not path.is_file(): raise InterventionError(f"Missing {path}: run the interventions stage.")
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if list(df.columns) != list(columns):
+        raise InterventionError(f"{path} has the columns {list(df.columns)}, expected {list(columns)}: re-run the interventions stage.")
+    return df
 
-def circuit_faithfulness(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, graph: Sequence[GraphFeature],
-                         ks: Sequence[int] = FAITHFULNESS_KS, n_draws: int = N_RANDOM_DRAWS, seed: int = 456,
-                         batch_size: int = 8) -> Faithfulness:
-    """Zero-ablate the top-k graph features and k random active features from the same layers, for each k."""
-    if not graph: raise InterventionError("The graph has no feature nodes in the loaded layers, so there is nothing to ablate.")
-    ks = tuple(int(k) for k in ks)
-    in_graph = {(g.layer, g.feature_idx) for g in graph}
-    pools = [{l: np.array([f for f in fs if (l, int(f)) not in in_graph], dtype=np.int64) for l, fs in p.items()}
-             for p in active_features(lm, tcs, records, {g.layer for g in graph}, batch_size, per_record=True)]
-    rng = np.random.default_rng(seed)
-    top_sets, random_sets = [], []
-    for k in ks:
-        top = [(g.layer, g.feature_idx) for g in graph[:k]]
-        counts = pd.Series([l for l, _ in top]).value_counts().sort_index()
-        draws = [[[(int(l), int(f)) for l, c in counts.items()
-                   for f in rng.choice(pool[l], size=min(int(c), len(pool[l])), replace=False)] for pool in pools]
-                 for _ in range(n_draws)]
-        top_sets.append(top); random_sets.append(draws)
-    # rows per record: the baseline, every top-k set, then every (k, draw) random set of that record
-    per_record = [[[]] + top_sets + [d[i] for draws in random_sets for d in draws] for i in range(len(records))]
-    rows = [[feature_edit(int(l), None, int(f), "zero") for l, f in fs] for sets in per_record for fs in sets]
-    ld = intervened_logit_diffs(lm, tcs, records, rows, [i for i, sets in enumerate(per_record) for _ in sets],
-                                batch_size=batch_size).reshape(len(records), -1)
-    drops = (ld[:, :1] - ld[:, 1:]).T  # [sets, n_records]
-    return Faithfulness(ks, top_sets, random_sets, ld[:, 0], drops[:len(ks)],
-                        drops[len(ks):].reshape(len(ks), n_draws, len(records)))
+def write_importance(df: pd.DataFrame, path) -> Path: return write_table(df, path, IMPORTANCE_COLUMNS)
+def read_importance(path) -> pd.DataFrame: return read_table(path, IMPORTANCE_COLUMNS)
 
-# %% ../nbs/08_interventions.ipynb #31cb1105
-def faithfulness_summary(f: Faithfulness) -> dict:
-    """Per k: the features ablated, the mean (and std) drop for top-k and for random-k, and their ratio."""
-    rows = []
-    for i, k in enumerate(f.ks):
-        top, rnd = f.top_drops[i], f.random_drops[i]
-        sem = rnd.std() / np.sqrt(rnd.size)  # the random mean is indistinguishable from 0 within one standard error
-        rows.append({"k": k, "n_features": len(f.top_sets[i]), "top_features": [f"L{l}_F{x}" for l, x in f.top_sets[i]],
-                     "mean_drop_top": float(top.mean()), "std_drop_top": float(top.std()),
-                     "mean_drop_random": float(rnd.mean()), "std_drop_random": float(rnd.std()),
-                     "std_drop_random_draws": float(rnd.mean(-1).std()),
-                     "ratio": float(top.mean() / rnd.mean()) if abs(rnd.mean()) > max(sem, 1e-9) else None,
-                     "ratio_abs": float(np.abs(top).mean() / np.abs(rnd).mean()) if np.abs(rnd).mean() > 1e-9 else None})
-    return {"ks": list(f.ks), "n_prompts": len(f.baseline), "n_random_draws": f.random_drops.shape[1],
-            "mean_baseline_logit_diff": float(f.baseline.mean()), "per_k": rows}
+def read_results(path) -> pd.DataFrame:
+    """Read an ablation or patching results CSV written by `write_results`."""
+    return read_table(path, InterventionResult._fields)
 
-def faithfulness_frame(summary: dict) -> pd.DataFrame:
-    """The per-k table of a faithfulness summary."""
-    cols = ["k", "n_features", "mean_drop_top", "std_drop_top", "mean_drop_random", "std_drop_random", "ratio", "ratio_abs"]
-    return pd.DataFrame(summary.get("per_k", []), columns=cols)
+def write_faithfulness_summary(summary: dict, path) -> Path:
+    """Write a behaviour's validation summary (strict JSON), checking its keys."""
+    _check_faith(summary, path)
+    return write_json(summary, path)
 
-# %% ../nbs/08_interventions.ipynb #6db4438a
-def plot_faithfulness(f: Faithfulness | dict, title: str = ""):
-    """Mean drop in logit difference vs k for the top-k graph features and the random controls (+-1 std)."""
+def read_faithfulness_summary(path) -> dict:
+    """Read a behaviour's validation summary written by `write_faithfulness_summary`."""
+    return _check_faith(read_json(path), path)
+
+def _check_faith(s, where) -> dict:
+    if not isinstance(s, dict) or s.get("format") != FAITHFULNESS_FORMAT or set(s) != _FAITH_KEYS:
+        got = sorted(s) if isinstance(s, dict) else type(s).__name__
+        raise InterventionError(f"{where} is not a faithfulness summary ({FAITHFULNESS_FORMAT}: keys {sorted(_FAITH_KEYS)}, "
+                                f"got {got}). Re-run the interventions stage.")
+    return s
+
+def faithfulness_file(paths, behaviour: str) -> Path:
+    """`interventions/{behaviour}/faithfulness_{behaviour}_summary.json`."""
+    return paths.interventions / behaviour / f"faithfulness_{behaviour}_summary.json"
+
+# %% ../nbs/08_interventions.ipynb #5d6bf52f
+def plot_faithfulness(summary: dict, title: str = ""):
+    """Per class: mean drop vs k for the top-k circuit features and the matched and unmatched controls (95% CIs)."""
     from matplotlib.figure import Figure
-    s = faithfulness_summary(f) if isinstance(f, Faithfulness) else f
-    t = faithfulness_frame(s)
-    fig = Figure(figsize=(5.5, 3.6)); ax = fig.subplots()
-    for col, label, c in (("top", "top-k graph features", "C3"), ("random", "random k (same layers)", "C0")):
-        m, sd = t[f"mean_drop_{col}"].to_numpy(float), t[f"std_drop_{col}"].to_numpy(float)
-        ax.plot(t.k, m, "o-", color=c, label=label)
-        ax.fill_between(t.k, m - sd, m + sd, color=c, alpha=0.2)
-    ax.axhline(0, color="0.5", lw=0.8); ax.set_xscale("log")
-    if len(t): ax.set_xticks(list(t.k)); ax.set_xticklabels([str(k) for k in t.k])
-    else: ax.text(0.5, 0.5, s.get("note", "no features to ablate"), ha="center", transform=ax.transAxes)
-    ax.set_xlabel("features ablated (k)"); ax.set_ylabel("drop in logit difference")
-    ax.set_title(title or "Circuit faithfulness"); ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
+    classes = summary["classes"]
+    fig = Figure(figsize=(4.6 * max(len(classes), 1), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(len(classes), 1), squeeze=False)[0]
+    for ax, c in zip(axes, classes):
+        rows = sorted((r for r in summary["per_k"] if r["class"] == c), key=lambda r: r["k"])
+        ks = [r["k"] for r in rows]
+        for col, label, color in (("top", "top-k circuit features", "C3"), ("matched", "matched random k", "C0"),
+                                  ("unmatched", "unmatched random k", "C7")):
+            m = [r[f"mean_drop_{col}"] for r in rows]
+            ax.plot(ks, m, "o-", color=color, label=label, lw=1.2)
+            ci = [r[f"ci_{col}"] for r in rows]
+            if all(x is not None for x in ci):
+                ax.fill_between(ks, [x[0] for x in ci], [x[1] for x in ci], color=color, alpha=0.15)
+        ax.axhline(0, color="0.5", lw=0.8)
+        if ks: ax.set_xscale("log"); ax.set_xticks(ks); ax.set_xticklabels([str(k) for k in ks])
+        ax.set_xlabel("features ablated (k)"); ax.set_ylabel("drop in logit difference")
+        ax.set_title(f"class {c}" + ("" if summary["monotone"].get(c) else " (not monotone)"), fontsize=10)
+    if classes: axes[0].legend(frameon=False, fontsize=8)
+    else: axes[0].text(0.5, 0.5, "no circuit to test", ha="center", transform=axes[0].transAxes)
+    fig.suptitle(title or "Circuit faithfulness", fontsize=11)
     return fig
 
+def plot_graph_vs_intervention(df: pd.DataFrame, title: str = ""):
+    """The graph's predicted direct effects against the measured direct (constrained) and total (free) effects."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    for ax, col, name in zip(fig.subplots(1, 2), ("measured_direct", "measured_total"),
+                             ("direct effect (every layer constrained)", "total effect (nothing held)")):
+        ax.scatter(df.predicted_direct, df[col], s=12, alpha=0.7)
+        lim = max(float(np.abs(df[["predicted_direct", col]].to_numpy()).max()) if len(df) else 1.0, 1e-6)
+        ax.plot([-lim, lim], [-lim, lim], color="0.5", lw=0.8)
+        ax.set_xlabel("graph's predicted direct effect"); ax.set_ylabel(f"measured {name}", fontsize=9)
+    fig.suptitle(title or "The graph against interventions", fontsize=11)
+    return fig
 
+def plot_steering(rates: pd.DataFrame, title: str = ""):
+    """Flip rates per steering mode, with and without frozen attention."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained"); ax = fig.subplots()
+    modes = list(dict.fromkeys(rates["mode"]))
+    for j, frozen in enumerate((False, True)):
+        r = rates[rates.freeze_attention == frozen].set_index("mode").reindex(modes)
+        ax.bar(np.arange(len(modes)) + (j - 0.5) * 0.38, r.flip_rate.fillna(0), width=0.38,
+               label="attention frozen" if frozen else "attention free")
+    ax.set_xticks(range(len(modes)), modes); ax.set_ylim(0, 1.05); ax.set_ylabel("flip rate")
+    ax.legend(frameon=False, fontsize=8); ax.set_title(title or "Steering", fontsize=10)
+    return fig
 
-# %% ../nbs/08_interventions.ipynb #63cd5dfc
-def steering(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, behaviour: str, graph: Sequence[GraphFeature],
-             n_features: int = 10, positions="all", batch_size: int = 8) -> list[InterventionResult]:
-    """Patch the top `n_features` graph features from the opposite-class partner into each prompt."""
-    if len(get_behaviour_spec(behaviour).classes) < 2:
-        raise InterventionError(f"Steering needs a two-class behaviour (grammar, sentiment); {behaviour} has one class.")
-    top = [(g.layer, g.feature_idx) for g in graph[:n_features]]
-    pairs = pair_prompts(records, behaviour)
-    if not top or not pairs: return []
-    o = patching_logit_diffs(lm, tcs, records, pairs, [top], positions, batch_size=batch_size)
-    layer = top[0][0] if len({l for l, _ in top}) == 1 else -1
-    return [_result(lm, records[t], t, o.baseline[j], o.intervened[0, j], "steering", layer, [f for _, f in top])
-            for j, (s, t) in enumerate(pairs)]
+# %% ../nbs/08_interventions.ipynb #2c56d719
+def _ranked(agg, layers, role=None) -> list:
+    "(layer, feature) of an aggregated graph in `layers`: promoting by effect, or all by |effect|."
+    fs = circuit_features(agg, role, layers)
+    return [(f.layer, f.feature_idx) for f in (fs if role else sorted(fs, key=lambda f: (-abs(f.mean_effect), f.layer, f.feature_idx)))]
 
-def flip_fraction(results: Sequence[InterventionResult]) -> float:
-    """Fraction of results whose logit difference changed sign."""
-    if not results: return float("nan")
-    return float(np.mean([np.sign(r.intervened_logit_diff) != np.sign(r.baseline_logit_diff) for r in results]))
+def _circuits(paths, cfg, b, layers) -> tuple[dict, dict, list]:
+    "class -> ranked promoting features; class -> features by |effect|; the pooled graph's features by |effect|."
+    classes = [c for c in get_behaviour_spec(b).classes if aggregated_graph_file(paths, b, cfg.split, c).exists()]
+    graphs = {c: read_aggregated_graph(paths, b, cfg.split, c) for c in classes}
+    return ({c: _ranked(g, layers, "promoting") for c, g in graphs.items()}, {c: _ranked(g, layers) for c, g in graphs.items()},
+            _ranked(read_aggregated_graph(paths, b, cfg.split), layers))
 
-# %% ../nbs/08_interventions.ipynb #51fa65a5
-TOP_PER_LAYER = 10
-STEERING_FEATURES = 10
-
-class InterventionsRun(NamedTuple):
-    """What `run_interventions` wrote, with the report's tables."""
-    config: RunConfig
-    root: Path                   # results/interventions
-    files: dict                  # behaviour -> list of files written
-    faithfulness: dict           # behaviour -> faithfulness summary
-    figures: dict                # behaviour -> faithfulness figure
-
-    def faithfulness_table(self, behaviour: str) -> pd.DataFrame:
-        """Top-k vs random-k drops per k."""
-        return faithfulness_frame(self.faithfulness[behaviour])
-
-    def summary_table(self, behaviour: str, kind: str = "ablation") -> pd.DataFrame:
-        """The grouped summary of the `kind` ("ablation" or "patching") results: one row per intervention and layer."""
-        g = read_json(self.root / behaviour / f"intervention_{kind}_{behaviour}_summary.json")["groups"]
-        df = pd.DataFrame(g, columns=["intervention_type", "layer", "features_intervened", "n", "mean_baseline_logit_diff",
-                                      "mean_intervened_logit_diff", "mean_effect_size", "std_effect_size",
-                                      "mean_relative_effect", "flip_fraction"])
-        df.insert(2, "n_features", df.pop("features_intervened").map(len))
-        return df
-
-    def steering_table(self) -> pd.DataFrame:
-        """Per two-class behaviour: features patched, pairs, and the fraction of answers flipped."""
-        rows = [{"behaviour": b, **s["steering"]} for b, s in self.faithfulness.items() if "steering" in s]
-        return pd.DataFrame(rows, columns=["behaviour", "n_features", "n_pairs", "flip_fraction"])
-
-    def importance_table(self, behaviour: str, n: int = 10) -> pd.DataFrame:
-        """The `n` features most correlated with the logit difference, over all analysis layers."""
-        frames = [pd.read_csv(p).assign(layer=int(p.stem.rsplit("_", 1)[1]))
-                  for p in sorted((self.root / behaviour).glob("feature_importance_layer_*.csv"))]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["layer", "feature_idx", "abs_correlation"])
-        df = df.sort_values(["abs_correlation", "layer", "feature_idx"], ascending=[False, True, True], kind="stable")
-        return df[["layer"] + [c for c in df.columns if c != "layer"]].head(n).reset_index(drop=True)
-
-def _open_stage(cfg: RunConfig, lm, transcoders):
-    "The model, the transcoders and the analysis layers of a run."
-    lm = lm if lm is not None else load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    layers = list(cfg.layers) if cfg.layers is not None else list(range(lm.n_layers))
-    if transcoders is None:
-        if cfg.transcoders is None and cfg.model not in MODEL_REGISTRY:
-            raise InterventionError(f"Model {cfg.model} is not in the registry, so its transcoders are unknown: pass "
-                                    "transcoders= (a hub id or folder) in the RunConfig.")
-        transcoders = load_transcoders(cfg.transcoders or cfg.model, layers=layers, device=lm.device, dtype=lm.dtype)
-    check_fits(transcoders, lm)
-    missing = [l for l in layers if l not in transcoders]
-    if missing: raise InterventionError(f"Analysis layers {missing} have no transcoder loaded (loaded: {list(transcoders.layers)}).")
-    return lm, transcoders, layers
-
-# %% ../nbs/08_interventions.ipynb #cf7f7162
-def _behaviour(cfg, lm, tcs, layers, b: str, paths) -> tuple[list[Path], dict]:
-    "Step 5 for one behaviour: write its files; return them and its faithfulness summary."
-    records = read_jsonl(paths.prompt_file(b, cfg.split))[:cfg.n_prompts]
-    gpath = paths.attribution / b / f"attribution_graph_{cfg.split}.json"
-    if not gpath.exists():
-        raise InterventionError(f"No aggregated attribution graph for {b} at {gpath}: run the attribution stage first "
-                                "(llm-biology run --stages attribution).")
-    graph = read_graph_features(gpath, layers)
-    out, kw = paths.interventions / b, dict(batch_size=cfg.batch_size)
-    meta = {"behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers, "graph": str(gpath),
-            "n_graph_features": len(graph)}
-    per_layer = [(l, fs) for l in layers if (fs := [g.feature_idx for g in graph if g.layer == l][:TOP_PER_LAYER])]
+def _behaviour(cfg, lm, tcs, layers, b: str, records: list, paths) -> tuple[list, dict, dict]:
+    "Step 5 for one behaviour: (files, tables, figures)."
+    out, kw, files, tables, figures = paths.interventions / b, dict(batch_size=cfg.batch_size), [], {}, {}
+    circ, by_size, pooled = _circuits(paths, cfg, b, layers)
+    # the spec's experiments
+    per_layer = [(l, fs) for l in layers if (fs := [f for ll, f in pooled if ll == l][:TOP_PER_LAYER])]
     abl = (run_ablation_experiment(lm, tcs, records, per_layer, "zero", **kw) +
            run_ablation_experiment(lm, tcs, records, per_layer, "inhibit", cfg.inhibition_factor, **kw))
-    files = [write_results(abl, out / f"intervention_ablation_{b}.csv",
-                           {**meta, "positions": "all", "top_per_layer": TOP_PER_LAYER, "inhibition_factor": cfg.inhibition_factor})]
+    meta = {"behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers}
+    files.append(write_results(abl, out / f"intervention_ablation_{b}.csv",
+                               {**meta, "positions": "all", "top_per_layer": TOP_PER_LAYER, "inhibition_factor": cfg.inhibition_factor}))
     pairs = pair_prompts(records, b)
     pat = run_patching_experiment(lm, tcs, records, pairs, [(l, None) for l in layers] + per_layer, **kw) if pairs else []
-    two_class = len(get_behaviour_spec(b).classes) > 1
-    steer = steering(lm, tcs, records, b, graph, STEERING_FEATURES, **kw) if two_class and graph else []
-    files.append(write_results(pat + steer, out / f"intervention_patching_{b}.csv",
-                               {**meta, "pairs": pairs, "positions": "all, aligned from the end",
-                                "pairing": "opposite class" if two_class else "consecutive"}))
+    files.append(write_results(pat, out / f"intervention_patching_{b}.csv",
+                               {**meta, "pairs": [[records[s].prompt_id, records[t].prompt_id] for s, t in pairs],
+                                "positions": "all, aligned from the end",
+                                "pairing": "opposite class" if len(get_behaviour_spec(b).classes) > 1 else "consecutive"}))
+    tables[f"ablation:{b}"], tables[f"patching:{b}"] = pd.DataFrame(summarize_results(abl)), pd.DataFrame(summarize_results(pat))
+    imp = []
     for l in layers:
-        path = out / f"feature_importance_layer_{l}.csv"
-        with atomic_write(path) as fh: run_feature_importance_sweep(lm, tcs, records, l, **kw).to_csv(fh, index=False)
-        files.append(path)
-    summary = {**meta, "seed": cfg.intervention_seed, "ranking": "|mean_influence| (else |mean_attribution|)"}
-    if graph: summary.update(faithfulness_summary(circuit_faithfulness(lm, tcs, records, graph, seed=cfg.intervention_seed, **kw)))
-    else: summary.update(per_k=[], note="the graph has no feature nodes in the analysis layers")
-    files.append(save_figure(plot_faithfulness(summary, f"{b} ({paths.root.name})"),
-                             paths.figures / f"interventions_faithfulness_{b}.png"))
-    if two_class:
-        summary["steering"] = {"n_features": min(STEERING_FEATURES, len(graph)), "n_pairs": len(steer),
-                               "flip_fraction": flip_fraction(steer) if steer else None}
-    files.insert(2, write_json(summary, out / f"faithfulness_{b}_summary.json"))
-    return files, summary
+        if len(records) < 2: break
+        df = run_feature_importance_sweep(lm, tcs, records, l, **kw)
+        files.append(write_importance(df, out / f"feature_importance_layer_{l}.csv"))
+        imp.append(df.assign(layer=l))
+    tables[f"importance:{b}"] = (pd.concat(imp).sort_values(["abs_correlation", "layer", "feature_idx"], ascending=[False, True, True])
+                                 .head(10).reset_index(drop=True) if imp else pd.DataFrame())
+    # validation, per class
+    per_k, mono, suff, gvi, gv_rows, fallbacks, base = [], {}, {}, {}, [], 0, []
+    for c, cf in circ.items():
+        rc = [r for r in records if r.label == c]
+        if not rc or not cf: continue
+        fa = circuit_faithfulness(lm, tcs, rc, cf, FAITHFULNESS_KS, cfg.n_control_draws, cfg.intervention_seed, **kw)
+        rows = faithfulness_rows(fa, c, cfg.intervention_seed)
+        per_k += rows; mono[c] = is_monotone(rows); fallbacks += fa.fallbacks; base += fa.baseline.tolist()
+        suff[c] = {"n_features": len(cf), "mean": finite_or_none(np.nanmean(fa.sufficiency[-1])),
+                   "ci": bootstrap_ci(fa.sufficiency[-1], seed=cfg.intervention_seed)}
+        gv = graph_vs_intervention(lm, tcs, rc, by_size[c][:VALIDATION_FEATURES], **kw)
+        gvi[c] = agreement(gv); gv_rows.append(gv.assign(label=c))
+    gvdf = pd.concat(gv_rows, ignore_index=True) if gv_rows else pd.DataFrame(columns=GVI_COLUMNS)
+    gvdf = gvdf[list(GVI_COLUMNS)]
+    files.append(write_table(gvdf, out / f"graph_vs_intervention_{b}.csv", GVI_COLUMNS))
+    steer_feats = {c: cf[:STEERING_FEATURES] for c, cf in circ.items()}
+    steer = run_steering(lm, tcs, records, b, steer_feats, pairs, cfg.steering_factor, **kw)
+    files.append(write_table(steer, out / f"steering_{b}.csv", STEERING_COLUMNS))
+    rates = flip_rates(steer)
+    summary = {"format": FAITHFULNESS_FORMAT, "behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers,
+               "seed": cfg.intervention_seed, "n_draws": cfg.n_control_draws, "ks": list(FAITHFULNESS_KS),
+               "classes": [c for c in circ if any(r["class"] == c for r in per_k)],
+               "circuits": {c: [f"L{l}_F{f}" for l, f in cf] for c, cf in circ.items()}, "per_k": per_k, "monotone": mono,
+               "sufficiency_full": suff, "graph_vs_intervention": gvi,
+               "steering": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rates.to_dict("records")],
+               "mean_baseline_logit_diff": finite_or_none(np.mean(base)) if base else None, "fallbacks": fallbacks,
+               "ranking": "per class: promoting features by mean signed effect on the correct answer (descending)"}
+    files.append(write_faithfulness_summary(summary, faithfulness_file(paths, b)))
+    figures[f"faithfulness:{b}"] = save_figure(plot_faithfulness(summary, f"{b} ({paths.root.name}): circuit faithfulness per class"),
+                                               paths.figures / f"interventions_faithfulness_{b}.png")
+    figures[f"graph_vs_intervention:{b}"] = save_figure(plot_graph_vs_intervention(gvdf, f"{b}: the graph against interventions"),
+                                                        paths.figures / f"interventions_graph_vs_intervention_{b}.png")
+    figures[f"steering:{b}"] = save_figure(plot_steering(rates, f"{b}: steering flip rates"),
+                                           paths.figures / f"interventions_steering_{b}.png")
+    tables.update({f"faithfulness:{b}": pd.DataFrame(per_k), f"graph_vs_intervention:{b}": gvdf, f"steering:{b}": steer,
+                   f"flip_rates:{b}": rates, f"summary:{b}": summary})
+    return files, tables, figures
 
-# %% ../nbs/08_interventions.ipynb #feed2300
-def run_interventions(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None) -> InterventionsRun:
-    """Step 5 for every behaviour of `cfg`: ablation, patching, importance sweeps, faithfulness, steering; files and figures."""
-    torch.manual_seed(cfg.torch_seed)
-    paths = model_paths(cfg.model, cfg.data_dir)
-    lm, tcs, layers = _open_stage(cfg, lm, transcoders)
-    files, faith = {}, {}
-    for b in cfg.behaviours:
-        files[b], faith[b] = _behaviour(cfg, lm, tcs, layers, b, paths)
-    figures = {b: paths.figures / f"interventions_faithfulness_{b}.png" for b in cfg.behaviours}
-    return InterventionsRun(cfg, paths.interventions, files, faith, figures)
+GVI_COLUMNS = ("prompt_id", "label", "layer", "feature_idx", "predicted_direct", "measured_direct", "measured_total")
+
+def run_interventions(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None) -> StageResult:
+    """Step 5 for every analysed behaviour: the spec's experiments, faithfulness, graph vs intervention, steering."""
+    with stage_run("interventions", cfg):
+        paths = model_paths(cfg.model, cfg.data_dir)
+        select_records(cfg)   # every input is there before anything heavy loads
+        lm, tcs, layers = open_model_and_transcoders(cfg, lm, transcoders)
+        sel = select_records(cfg, lm.tokenizer)
+        files, tables, figures, rows = [], {"selection": sel.table()}, {}, []
+        for b, records in sel.records.items():
+            f, t, fg = _behaviour(cfg, lm, tcs, layers, b, records, paths)
+            files += f; tables.update(t); figures.update(fg)
+            s = t[f"summary:{b}"]
+            for r in s["per_k"]:
+                if r["k"] == 10 or r["k"] == max(x["k"] for x in s["per_k"] if x["class"] == r["class"]):
+                    rows.append({"behaviour": b, **{k: r[k] for k in ("class", "k", "mean_drop_top", "mean_drop_matched",
+                                                                      "ratio_matched", "sufficiency")},
+                                 "monotone": s["monotone"][r["class"]]})
+        tables["summary"] = pd.DataFrame(rows).drop_duplicates(["behaviour", "class"]) if rows else pd.DataFrame()
+    return StageResult("interventions", cfg, tuple(files) + tuple(figures.values()), tables, figures, list(sel.records))
