@@ -6,73 +6,112 @@ Docs: https://llm-biology.github.io/llm_biology/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #6980a634
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, sys, time
+import argparse, hashlib, json, os, platform, re, socket, sys, time
 from contextlib import contextmanager
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple, Callable, Sequence
 
-from .core import (LLMBiologyError, RunConfig, REPO_ROOT, get_model_spec, is_hub_id, model_paths, model_slug,
-                              MODEL_REGISTRY, write_json, atomic_write)
+from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, STAGE_NAMES, get_model_spec, is_hub_id,
+                              model_paths, package_asset, parse_layers, read_run_record, read_stage_record, temp_owner,
+                              write_run_record)
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_NAMES', 'TEMPLATES_DIR', 'PARAMETER_FIELDS', 'Stage', 'select_stages', 'stage_parameters',
-           'check_template_parameters', 'file_digest', 'collect_outputs', 'code_digest', 'stage_fingerprint',
-           'environment_info', 'resolve_revision', 'StageResult', 'RunResult', 'run_pipeline', 'remove_stale_temps',
-           'check_model_ref', 'build_parser', 'config_from_args', 'main']
+__all__ = ['STAGES', 'Stage', 'templates_dir', 'select_stages', 'parameters_source', 'stage_parameters',
+           'check_template_parameters', 'sync_templates', 'nbformat_read', 'file_digest', 'collect_outputs',
+           'code_digest', 'stage_fingerprint', 'environment_info', 'resolve_revision', 'run_lock', 'remove_stale_temps',
+           'stage_error', 'StageRun', 'RunResult', 'check_model_ref', 'run_pipeline', 'build_parser',
+           'config_from_args', 'check_data_dir', 'check_run_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #2436eac9
 class Stage(NamedTuple):
-    """One pipeline stage: its template and the files it writes (globs under the model root)."""
+    """One pipeline stage: its template, the files it writes (globs under the model root), the stages it reads."""
     name: str
     template: str
     outputs: tuple[str, ...]
+    reads: tuple[str, ...]
     description: str
 
 STAGES: tuple[Stage, ...] = (
-    Stage("prompts", "01_prompts.ipynb", ("prompts/*.jsonl",), "Step 1: prompts per behaviour and split"),
-    Stage("baseline", "02_baseline.ipynb", ("results/baseline_*", "results/figures/baseline_*"),
+    Stage("prompts", "01_prompts.ipynb", ("prompts/*.jsonl",), (), "Step 1: prompts per behaviour and split"),
+    Stage("baseline", "02_baseline.ipynb", ("results/baseline_*", "results/figures/baseline_*"), ("prompts",),
           "Step 2: does the model perform each behaviour?"),
-    Stage("features", "03_features.ipynb", ("results/transcoder_features/**/*", "results/figures/features_*"),
+    Stage("features", "03_features.ipynb", ("results/transcoder_features/**/*", "results/figures/features_*"), ("prompts",),
           "Step 3: transcoder features at the analysis layers"),
     Stage("attribution", "04_attribution.ipynb", ("results/attribution_graphs/**/*", "results/figures/attribution_*"),
-          "Step 4: attribution graphs"),
+          ("prompts", "baseline"), "Step 4: attribution graphs"),
     Stage("interventions", "05_interventions.ipynb", ("results/interventions/**/*", "results/figures/interventions_*"),
-          "Step 5: interventions and circuit faithfulness"),
+          ("prompts", "baseline", "attribution"), "Step 5: interventions, faithfulness and steering"),
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
-TEMPLATES_DIR = REPO_ROOT / "circuit_nbs"
+
+def templates_dir() -> Path:
+    """The stage templates shipped with the package."""
+    return package_asset("templates")
 
 # %% ../nbs/11_cli.ipynb #af41d0da
 def select_stages(names: str | Sequence[str] | None = None) -> tuple[Stage, ...]:
     """The stages named (comma-separated or a list), in pipeline order; all when None."""
     if names is None: return STAGES
     if isinstance(names, str): names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STAGE_NAMES]
-    if unknown: raise LLMBiologyError(f"Unknown stage(s) {', '.join(unknown)}. Stages: {', '.join(STAGE_NAMES)}.")
+    unknown = [n for n in names if n not in {s.name for s in STAGES}]
+    if unknown or not names:
+        raise LLMBiologyError(f"Unknown stage(s) {', '.join(unknown) or '(none given)'}. Stages: "
+                              f"{', '.join(s.name for s in STAGES)}; e.g. --stages prompts,baseline.")
     return tuple(s for s in STAGES if s.name in names)
 
-# %% ../nbs/11_cli.ipynb #eb4a67b8
-PARAMETER_FIELDS = ("model", "transcoders", "behaviours", "split", "n_prompts", "layers", "device", "dtype",
-                    "data_dir", "batch_size")
+# %% ../nbs/11_cli.ipynb #ec955bb6
+def parameters_source() -> str:
+    """The `parameters` cell of every stage template: every RunConfig field, UPPER_CASE, with its default."""
+    lines = ["# Parameters (derived from llm_biology.core.RunConfig; `llm-biology run` injects them)"]
+    for f in fields(RunConfig):
+        v = getattr(RunConfig(), f.name)
+        lines.append(f"{f.name.upper()} = {list(v) if isinstance(v, tuple) else v!r}  # {f.metadata['help']}")
+    return "\n".join(lines)
 
 def stage_parameters(cfg: RunConfig) -> dict:
-    """The papermill parameters of every stage, from `cfg` (JSON-ready, UPPER_CASE)."""
-    d = cfg.to_dict()
-    params = {k.upper(): d[k] for k in PARAMETER_FIELDS}
-    params["DATA_DIR"] = str(Path(cfg.data_dir).resolve())
-    return params
+    """The papermill parameters of a stage (JSON-ready, UPPER_CASE)."""
+    return {k.upper(): v for k, v in cfg.to_dict().items()}
 
-def check_template_parameters(template: str | Path, params: dict) -> None:
-    """Refuse to run `template` if it does not declare every parameter in `params`."""
+def check_template_parameters(template: str | Path) -> None:
+    """Refuse to run `template` unless its parameters cell declares exactly the RunConfig fields."""
     import papermill as pm
     declared = set(pm.inspect_notebook(str(template)))
-    missing = sorted(set(params) - declared)
-    if missing: raise LLMBiologyError(
-        f"Template {template} does not declare parameter(s) {', '.join(missing)} in its `parameters` cell; "
-        "add them there with their production defaults.")
+    want = {f.name.upper() for f in fields(RunConfig)}
+    if declared != want:
+        raise LLMBiologyError(f"Template {template} declares {sorted(declared - want) or 'no extra'} parameters and misses "
+                              f"{sorted(want - declared) or 'none'}: its parameters cell must be `parameters_source()` "
+                              "(run `make export`).")
 
-# %% ../nbs/11_cli.ipynb #d083c385
+def sync_templates(src: str | Path, dst: str | Path) -> list[Path]:
+    """Write `parameters_source()` into each template of `src` and copy them without outputs into `dst`."""
+    src, dst = Path(src), Path(dst); dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in sorted(src.glob("*.ipynb")):
+        nb = nbformat_read(p)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        if len(cells) != 1: raise LLMBiologyError(f"{p} must have exactly one cell tagged `parameters`.")
+        cells[0].source = parameters_source()
+        for c in nb.cells:
+            if c.cell_type == "code": c.outputs, c.execution_count = [], None
+        text = _nb_text(nb)
+        for target in (p, dst / p.name):
+            if not target.exists() or target.read_text() != text:
+                target.write_text(text)
+        out.append(dst / p.name)
+    for old in dst.glob("*.ipynb"):
+        if not (src / old.name).exists(): old.unlink()
+    return out
+
+def nbformat_read(p):
+    import nbformat
+    return nbformat.read(str(p), as_version=4)
+
+def _nb_text(nb) -> str:
+    import nbformat
+    return nbformat.writes(nb) + "\n"
+
+# %% ../nbs/11_cli.ipynb #eb4a67b8
 def file_digest(path: str | Path) -> str:
     """sha1 of a file's bytes."""
     h = hashlib.sha1()
@@ -82,8 +121,8 @@ def file_digest(path: str | Path) -> str:
 
 def collect_outputs(root: Path, globs: Sequence[str]) -> dict[str, str]:
     """Digests of the files matching `globs` under `root` (relative paths, sorted; temp files excluded)."""
-    files = {p for g in globs for p in Path(root).glob(g) if p.is_file() and not p.name.endswith(".tmp")}
-    return {str(p.relative_to(root)): file_digest(p) for p in sorted(files)}
+    files = {p for g in globs for p in Path(root).glob(g) if p.is_file() and temp_owner(p) is None}
+    return {p.relative_to(root).as_posix(): file_digest(p) for p in sorted(files)}
 
 def code_digest() -> str:
     """A digest of the package's source (any code change re-runs the stages)."""
@@ -93,14 +132,13 @@ def code_digest() -> str:
         if p.name != "_modidx.py": h.update(p.read_bytes())
     return h.hexdigest()
 
-def stage_fingerprint(stage: Stage, params: dict, template: Path, inputs: dict) -> str:
-    """The hash of everything `stage` depends on."""
-    params = {k: v for k, v in params.items() if k != "DATA_DIR"}  # where the checkout lives changes no result
-    key = json.dumps({"stage": stage.name, "params": params, "template": file_digest(template),
+def stage_fingerprint(stage: Stage, cfg: RunConfig, template: Path, inputs: dict) -> str:
+    """The hash of everything `stage` depends on: the fields it reads, its template, the code, its input files."""
+    key = json.dumps({"stage": stage.name, "config": cfg.stage_fields(stage.name), "template": file_digest(template),
                       "code": code_digest(), "inputs": inputs}, sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()
 
-# %% ../nbs/11_cli.ipynb #685b50d9
+# %% ../nbs/11_cli.ipynb #56847e5d
 def environment_info(device: str = "cpu") -> dict:
     """Versions of python and the key packages, and the device."""
     import importlib.metadata as md
@@ -114,21 +152,20 @@ def environment_info(device: str = "cpu") -> dict:
         if torch.cuda.is_available(): info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
-# %% ../nbs/11_cli.ipynb #d497a968
 def _folder_digest(folder: Path) -> str:
     h = hashlib.sha1()
     for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(folder)).encode()); h.update(file_digest(p).encode())
+        h.update(p.relative_to(folder).as_posix().encode()); h.update(file_digest(p).encode())
     return h.hexdigest()
 
-def resolve_revision(ref: str, revision: str | None = None) -> dict:
+def resolve_revision(ref: str, revision: str | None = None, shown: str | None = None) -> dict:
     """Where `ref` (folder or hub id, optionally `@rev`) resolves to: a folder's content digest or a hub commit."""
     ref, _, at = ref.partition("@")
     revision = revision or at or None
     if Path(ref).expanduser().is_dir():
-        return {"ref": ref, "kind": "folder", "content_sha1": _folder_digest(Path(ref).expanduser())}
+        return {"ref": shown or ref, "kind": "folder", "content_sha1": _folder_digest(Path(ref).expanduser())}
     repo_id = "/".join(ref.split("//")[0].split("/")[:2])
-    out = {"ref": ref, "kind": "hub", "repo_id": repo_id, "requested_revision": revision, "commit": None}
+    out = {"ref": shown or ref, "kind": "hub", "repo_id": repo_id, "requested_revision": revision, "commit": None}
     try:
         from huggingface_hub import HfApi, constants
         if constants.HF_HUB_OFFLINE:  # the commit the local cache resolves the revision to
@@ -138,9 +175,80 @@ def resolve_revision(ref: str, revision: str | None = None) -> dict:
     except Exception as e: out["error"] = f"{type(e).__name__}: {e}"
     return out
 
-# %% ../nbs/11_cli.ipynb #6bf60cb3
-class StageResult(NamedTuple):
-    """What happened to one stage."""
+def _revisions(cfg: RunConfig) -> dict:
+    spec = MODEL_REGISTRY.get(cfg.model)
+    model = resolve_revision(spec.model_ref() if spec else cfg.model, spec.revision if spec else None,
+                             shown=spec.hf_id if spec else cfg.model)
+    tc_ref = cfg.transcoders or (spec.transcoder_ref() if spec else None)
+    tcs = resolve_revision(tc_ref, spec.transcoder_revision if spec else None,
+                           shown=cfg.transcoders or (spec.transcoders if spec else None)) if tc_ref else None
+    return {"model": model, "transcoders": tcs}
+
+# %% ../nbs/11_cli.ipynb #d083c385
+@contextmanager
+def run_lock(root: Path, what: str = "llm-biology run"):
+    """Hold the model folder's lock for the block, or fail naming the run that holds it."""
+    from filelock import FileLock, Timeout
+    root.mkdir(parents=True, exist_ok=True)
+    lock, info = FileLock(str(root / ".lock")), root / ".lock.json"
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        try: holder = json.loads(info.read_text())
+        except (OSError, json.JSONDecodeError): holder = {}
+        raise LLMBiologyError(f"Another run is writing to {root} (pid {holder.get('pid', '?')}, {holder.get('command', 'llm-biology')}, "
+                              f"started {holder.get('started', '?')}). Wait for it to finish, or stop it "
+                              f"(kill {holder.get('pid', '<pid>')}); one run at a time writes a model's results.") from None
+    try:
+        info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": what,
+                                    "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        yield
+    finally:
+        info.unlink(missing_ok=True)
+        lock.release()
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete, under `root` only, the temporary files whose writing process is gone."""
+    stale = [p for p in Path(root).rglob(".*") if p.is_file() and (pid := temp_owner(p)) is not None and not _alive(pid)]
+    for p in stale: p.unlink(missing_ok=True)
+    return stale
+
+# %% ../nbs/11_cli.ipynb #151aae9f
+def _library_errors() -> set[str]:
+    "Names of every LLMBiologyError class of the package (imports its modules: only called on failure)."
+    import importlib, pkgutil, llm_biology
+    for m in pkgutil.iter_modules(llm_biology.__path__):
+        if not m.name.startswith("_"):
+            try: importlib.import_module(f"llm_biology.{m.name}")
+            except Exception: pass   # an optional dependency missing: its errors cannot have been raised
+    out, todo = set(), [LLMBiologyError]
+    while todo:
+        c = todo.pop(); out.add(c.__name__); todo += c.__subclasses__()
+    return out
+
+def stage_error(stage: str, e: BaseException, failed_nb: Path) -> LLMBiologyError:
+    """The one-line error of a stage that failed with `e` (its notebook kept at `failed_nb`)."""
+    import papermill as pm
+    name = type(e).__name__
+    if isinstance(e, pm.PapermillExecutionError):
+        msg = (e.evalue or "").strip().splitlines()[0] if (e.evalue or "").strip() else ""
+        if e.ename in _library_errors():
+            return LLMBiologyError(f"stage {stage}: {msg} (executed notebook: {failed_nb})")
+        return LLMBiologyError(f"internal error in stage {stage}: {e.ename}: {msg}; traceback in {failed_nb}")
+    if name == "DeadKernelError" or "kernel died" in str(e).lower():
+        return LLMBiologyError(f"stage {stage}: the stage's kernel died (out of memory?); lower --batch-size or "
+                               f"--max-feature-nodes, or use fewer --n-prompts (notebook so far: {failed_nb})")
+    return LLMBiologyError(f"internal error in stage {stage}: {name}: {str(e).splitlines()[0] if str(e) else ''}; "
+                           f"notebook so far: {failed_nb}")
+
+# %% ../nbs/11_cli.ipynb #685b50d9
+class StageRun(NamedTuple):
+    """What happened to one stage of a run."""
     name: str
     status: str          # "ran" | "skipped"
     wall_time_s: float
@@ -151,73 +259,89 @@ class RunResult(NamedTuple):
     """The outcome of `run_pipeline`."""
     config: RunConfig
     root: Path
-    stages: list[StageResult]
+    stages: list[StageRun]
     run_json: Path
 
-# %% ../nbs/11_cli.ipynb #4554bed2
-def _load_manifest(path: Path) -> dict:
-    if not path.exists(): return {"stages": {}}
-    try: return json.loads(path.read_text())
-    except json.JSONDecodeError: return {"stages": {}}  # unreadable: treat every stage as not done
+def check_model_ref(ref: str) -> None:
+    """Refuse a model that is neither a registry slug, a folder, nor a hub id (org/name)."""
+    if ref in MODEL_REGISTRY or Path(ref).expanduser().is_dir() or is_hub_id(ref): return
+    if ref.startswith((".", "/", "~")) or os.sep in ref:
+        raise LLMBiologyError(f"Model folder {ref} does not exist (relative folders are read from the working directory, "
+                              f"{Path.cwd().name}/). Fix the path, or give a registry slug or a hub id (org/name).")
+    get_model_spec(ref)  # raises the unknown-model error, listing the slugs
 
 def _is_done(rec: dict | None, fingerprint: str, root: Path) -> bool:
     if not rec or rec.get("fingerprint") != fingerprint: return False
     return all((root / f).is_file() and file_digest(root / f) == sha for f, sha in rec.get("outputs", {}).items())
 
-# %% ../nbs/11_cli.ipynb #dade9682
+def _kernel_cfg(cfg: RunConfig) -> RunConfig:
+    "The config the kernels get: folders relative to the working directory (no path of this machine in outputs)."
+    rel = lambda p: os.path.relpath(Path(p).expanduser().absolute(), Path.cwd())
+    kw = {"data_dir": rel(cfg.data_dir)}
+    for name in ("model", "transcoders"):
+        v = getattr(cfg, name)
+        if v is not None and v not in MODEL_REGISTRY and Path(v).expanduser().is_dir(): kw[name] = rel(v)
+    return replace(cfg, **kw)
+
 def run_pipeline(cfg: RunConfig, stages: str | Sequence[str] | None = None, force: bool = False,
-                 templates_dir: str | Path | None = None, log: Callable[[str], None] = print) -> RunResult:
+                 templates: str | Path | None = None, log: Callable[[str], None] = print) -> RunResult:
     """Run the selected stages for `cfg.model`, skipping finished ones; record `run.json`."""
     import papermill as pm
     check_model_ref(cfg.model)
-    selected, tdir = select_stages(stages), Path(templates_dir or TEMPLATES_DIR)
+    cfg = _kernel_cfg(cfg)
+    selected, tdir = select_stages(stages), Path(templates or templates_dir())
     paths = model_paths(cfg.model, cfg.data_dir)
-    params = stage_parameters(cfg)
     for st in selected:
         if not (tdir / st.template).exists(): raise LLMBiologyError(f"Missing template {tdir / st.template}.")
-        check_template_parameters(tdir / st.template, params)
-    paths.notebooks.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(paths.root)
-    manifest = _load_manifest(paths.run_json)
-    manifest.update(config=cfg.to_dict(), environment=environment_info(cfg.device))
-    manifest.setdefault("revisions", _revisions(cfg))
-    results, t_run = [], time.time()
-    for i, st in enumerate(selected, 1):
-        inputs = {f: sha for s in STAGES[:STAGES.index(st)]
-                  for f, sha in manifest["stages"].get(s.name, {}).get("outputs", {}).items()}
-        fp = stage_fingerprint(st, params, tdir / st.template, inputs)
-        out_nb = paths.notebooks / st.template
-        if not force and _is_done(manifest["stages"].get(st.name), fp, paths.root):
-            log(f"[{i}/{len(selected)}] {st.name}: up to date, skipped (use --force to re-run)")
-            results.append(StageResult(st.name, "skipped", 0.0, out_nb, len(manifest["stages"][st.name]["outputs"])))
-            continue
-        log(f"[{i}/{len(selected)}] {st.name}: {st.description} ({_scope(cfg)}) ...")
-        t0 = time.time()
-        tmp_nb = out_nb.with_name(f".{out_nb.stem}.tmp.ipynb")  # papermill wants an .ipynb name
-        try:
-            with _kernel_env():
-                pm.execute_notebook(str(tdir / st.template), str(tmp_nb), parameters=params, kernel_name="python3",
-                                    progress_bar=False, cwd=str(tdir))
-        except BaseException as e:
-            if tmp_nb.exists(): os.replace(tmp_nb, out_nb.with_suffix(".failed.ipynb"))
-            if isinstance(e, pm.PapermillExecutionError):
-                raise LLMBiologyError(f"Stage {st.name} failed: {e.ename}: {e.evalue}. Executed notebook: "
-                                      f"{out_nb.with_suffix('.failed.ipynb')}") from None
-            raise
-        os.replace(tmp_nb, out_nb)
-        out_nb.with_suffix(".failed.ipynb").unlink(missing_ok=True)
-        wall = time.time() - t0
-        outputs = collect_outputs(paths.root, st.outputs)
-        manifest["stages"][st.name] = {"fingerprint": fp, "outputs": outputs, "wall_time_s": round(wall, 2),
-                                       "notebook": str(out_nb.relative_to(paths.root)),
-                                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json(manifest, paths.run_json)  # after every stage: an interrupted run keeps what finished
-        log(f"    done in {wall:.1f} s, {len(outputs)} files")
-        results.append(StageResult(st.name, "ran", wall, out_nb, len(outputs)))
-    manifest["wall_time_s"] = {s: r.get("wall_time_s") for s, r in manifest["stages"].items()}
-    write_json(manifest, paths.run_json)
+        check_template_parameters(tdir / st.template)
+    with run_lock(paths.root, f"llm-biology run --model {cfg.model}"):
+        paths.notebooks.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(paths.root)
+        record = read_run_record(paths.run_json)
+        record.update(config={k: v for k, v in cfg.to_dict().items() if k != "data_dir"},
+                      environment=environment_info(cfg.device), revisions=_revisions(cfg))
+        results, t_run = [], time.time()
+        for i, st in enumerate(selected, 1):
+            inputs = {f: sha for s in st.reads for f, sha in record["stages"].get(s, {}).get("outputs", {}).items()}
+            fp = stage_fingerprint(st, cfg, tdir / st.template, inputs)
+            out_nb = paths.notebooks / st.template
+            if not force and _is_done(record["stages"].get(st.name), fp, paths.root):
+                log(f"[{i}/{len(selected)}] {st.name}: up to date, skipped (use --force to re-run)")
+                results.append(StageRun(st.name, "skipped", 0.0, out_nb, len(record["stages"][st.name]["outputs"])))
+                continue
+            log(f"[{i}/{len(selected)}] {st.name}: {st.description} ({_scope(cfg)}) ...")
+            wall = _execute(st, cfg, tdir, out_nb)
+            outputs = collect_outputs(paths.root, st.outputs)
+            srec = read_stage_record(paths, st.name) or {}
+            record["stages"][st.name] = {"fingerprint": fp, "outputs": outputs, "wall_time_s": round(wall, 2),
+                                         "peak_rss_mb": srec.get("peak_rss_mb"), "peak_gpu_mb": srec.get("peak_gpu_mb"),
+                                         "notebook": out_nb.relative_to(paths.root).as_posix(),
+                                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_run_record(record, paths.run_json)  # after every stage: an interrupted run keeps what finished
+            log(f"    done in {wall:.1f} s, {len(outputs)} files, peak memory {srec.get('peak_rss_mb', '?')} MiB")
+            results.append(StageRun(st.name, "ran", wall, out_nb, len(outputs)))
+        write_run_record(record, paths.run_json)
     log(f"Run of {cfg.model} finished in {time.time() - t_run:.1f} s; results in {paths.root}")
     return RunResult(cfg, paths.root, results, paths.run_json)
+
+def _execute(st: Stage, cfg: RunConfig, tdir: Path, out_nb: Path) -> float:
+    "Execute one stage's template into `out_nb`; one-line errors; the failed notebook is kept."
+    import papermill as pm
+    t0 = time.time()
+    tmp_nb = out_nb.with_name(f".{out_nb.stem}.{os.getpid()}.x.tmp.ipynb")  # papermill wants an .ipynb name
+    failed = out_nb.with_suffix(".failed.ipynb")
+    try:
+        with _kernel_env():
+            pm.execute_notebook(str(tdir / st.template), str(tmp_nb), parameters=stage_parameters(cfg),
+                                kernel_name="python3", progress_bar=False, cwd=os.getcwd())
+    except (KeyboardInterrupt, SystemExit):
+        tmp_nb.unlink(missing_ok=True); raise
+    except Exception as e:
+        if tmp_nb.exists(): os.replace(tmp_nb, failed)
+        raise stage_error(st.name, e, Path(os.path.abspath(failed))) from None
+    os.replace(tmp_nb, out_nb)
+    failed.unlink(missing_ok=True)
+    return time.time() - t0
 
 @contextmanager
 def _kernel_env():
@@ -229,88 +353,100 @@ def _kernel_env():
         if old is None: os.environ.pop("PYTHONWARNINGS", None)
         else: os.environ["PYTHONWARNINGS"] = old
 
-def remove_stale_temps(root: Path) -> list[Path]:
-    """Delete temporary files a killed run left under `root` (atomic writes and executing notebooks)."""
-    stale = [p for p in Path(root).rglob(".*") if p.is_file() and p.name.endswith((".tmp", ".tmp.ipynb"))]
-    for p in stale: p.unlink(missing_ok=True)
-    return stale
-
-def check_model_ref(ref: str) -> None:
-    """Refuse a model that is neither a registry slug, a folder, nor a hub id (org/name)."""
-    if ref in MODEL_REGISTRY or Path(ref).expanduser().is_dir(): return
-    if is_hub_id(ref): return
-    get_model_spec(ref)  # raises the unknown-model error, listing the slugs
-
 def _scope(cfg: RunConfig) -> str:
     n = "all" if cfg.n_prompts is None else cfg.n_prompts
     return f"{cfg.model}, {len(cfg.behaviours)} behaviours, {n} {cfg.split} prompts each, device {cfg.device}"
 
-def _revisions(cfg: RunConfig) -> dict:
-    spec = MODEL_REGISTRY.get(cfg.model)
-    model_ref = spec.model_ref() if spec else cfg.model
-    tc_ref = cfg.transcoders or (spec.transcoder_ref() if spec else None)
-    return {"model": resolve_revision(model_ref, spec.revision if spec else None),
-            "transcoders": resolve_revision(tc_ref, spec.transcoder_revision if spec else None) if tc_ref else None}
-
 # %% ../nbs/11_cli.ipynb #b94a31b7
-def _csv(s: str | None, cast=str):
-    return None if s is None else tuple(cast(x) for x in s.split(",") if x.strip())
+def _none_or(cast, name: str, example: str):
+    def parse(s: str):
+        if s.lower() in ("none", ""): return None
+        try: return cast(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not valid for --{name}; e.g. --{name} {example}") from None
+    return parse
+
+def _layers_arg(s: str):
+    try: return parse_layers(s)
+    except LLMBiologyError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
+def _field_option(r: argparse.ArgumentParser, f) -> None:
+    "Add the option of one RunConfig field to the `run` parser."
+    name, t, default, help = f.name.replace("_", "-"), str(f.type), f.default, f.metadata["help"]
+    kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{help} (default: {default if not isinstance(default, tuple) else ','.join(default)})")
+    if f.name == "layers": r.add_argument(f"--{name}", type=_layers_arg, **kw)
+    elif t == "bool": r.add_argument(f"--{name}", action="store_true", **kw)
+    elif t.startswith("tuple[str"): r.add_argument(f"--{name}", type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()), **kw)
+    elif t.startswith("int"): r.add_argument(f"--{name}", type=_none_or(int, name, "8"), **kw)
+    elif t.startswith("float"): r.add_argument(f"--{name}", type=_none_or(float, name, "0.5"), **kw)
+    else: r.add_argument(f"--{name}", type=_none_or(str, name, repr(default) if default else "value") if "None" in t else str, **kw)
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `llm-biology` argument parser."""
+    """The `llm-biology` argument parser (the `run` options derived from `RunConfig`)."""
     p = argparse.ArgumentParser(prog="llm-biology", description="Circuits in Qwen3 with transcoders.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run pipeline stages for one model (default: the demo model)")
-    r.add_argument("--model", default="demo", help="registry slug, Hugging Face id or folder (default: demo)")
-    r.add_argument("--transcoders", default=None, help="transcoder set: hub repo id[@revision] or folder (default: the registry's)")
-    r.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGE_NAMES)} (default: all)")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the registry's; float32 on CPU)")
-    r.add_argument("--n-prompts", type=int, default=None, help="prompts per behaviour (default: the whole split)")
-    r.add_argument("--behaviours", default=None, help="comma-separated behaviours (default: all four)")
-    r.add_argument("--layers", default=None, help="comma-separated analysis layers (default: all)")
-    r.add_argument("--split", default="test", choices=("train", "test"))
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--data-dir", default="data")
+    for f in fields(RunConfig): _field_option(r, f)
+    r.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(s.name for s in STAGES)} (default: all)")
     r.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     r.add_argument("--no-render", action="store_true", help="do not render the report at the end")
+    r.add_argument("--site-dir", default="_site", help="where the report website goes (default: _site)")
+    g = sub.add_parser("render", help="render the report website of a data dir's runs")
+    g.add_argument("--data-dir", default="data", help="the folder of model runs (default: data)")
+    g.add_argument("--site-dir", default="_site", help="where the website goes (default: _site)")
     d = sub.add_parser("demo", help="the embedded demo model")
     d.add_argument("action", choices=("train",))
-    d.add_argument("--out", default=str(REPO_ROOT / "data" / "demo"))
-    sub.add_parser("render", help="render the report website into _site/")
+    d.add_argument("--out", default=".", help="folder for model/ and transcoders/ (default: the working directory)")
     return p
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    """The `RunConfig` of a parsed `run` command."""
-    kw = dict(model=a.model, transcoders=a.transcoders, device=a.device, dtype=a.dtype, n_prompts=a.n_prompts,
-              split=a.split, batch_size=a.batch_size, data_dir=a.data_dir, layers=_csv(a.layers, int))
-    if a.behaviours: kw["behaviours"] = _csv(a.behaviours)
-    return RunConfig(**kw)
+    """The `RunConfig` of a parsed `run` command (only the options given override the defaults)."""
+    return RunConfig(**{f.name: getattr(a, f.name) for f in fields(RunConfig) if hasattr(a, f.name)})
+
+def check_data_dir(data_dir: str | Path) -> None:
+    """Refuse a data dir that is a file, or a folder that cannot be created or written."""
+    p = Path(data_dir).expanduser()
+    if p.exists() and not p.is_dir():
+        raise LLMBiologyError(f"--data-dir {data_dir} is a file, not a folder; e.g. --data-dir data.")
+    existing = next(q for q in [p, *p.absolute().parents] if q.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LLMBiologyError(f"--data-dir {data_dir} is not writable ({existing} is read-only for this user); choose a "
+                              "folder you can write, e.g. --data-dir ~/llm_biology_data.")
+
+def check_run_args(cfg: RunConfig) -> None:
+    """Everything about a run that can be checked before any work."""
+    check_model_ref(cfg.model)
+    check_data_dir(cfg.data_dir)
+    if cfg.device != "cpu":
+        from llm_biology.models import check_device
+        check_device(cfg.device)
 
 # %% ../nbs/11_cli.ipynb #3fce23e0
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `llm-biology` command."""
     a = build_parser().parse_args(argv)
-    import signal, threading  # a terminated run unwinds like Ctrl-C, so temporary files are removed
+    import signal, threading  # SIGTERM unwinds like Ctrl-C: temporary files are removed, the lock released
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if a.command == "run":
             cfg = config_from_args(a)
+            check_run_args(cfg)
             run_pipeline(cfg, a.stages, force=a.force)
-            if not a.no_render: _render(cfg.data_dir)
+            if not a.no_render: _render(cfg.data_dir, a.site_dir)
         elif a.command == "demo":
             from llm_biology import demo
             demo.train_demo(a.out)
-        elif a.command == "render": _render()
+        elif a.command == "render": _render(a.data_dir, a.site_dir)
     except LLMBiologyError as e:
         print(f"llm-biology: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print("llm-biology: interrupted; run again to resume (finished stages are kept)", file=sys.stderr); return 130
+    except SystemExit as e:
+        if e.code == 143:
+            print("llm-biology: terminated; run again to resume (finished stages are kept)", file=sys.stderr); return 143
+        raise
     return 0
 
-def _render(data_dir: str | Path | None = None):
-    "Render the site, which shows the runs under the repository's `data/`."
+def _render(data_dir: str | Path, site_dir: str | Path):
+    "Render the report website of the runs under `data_dir` into `site_dir`."
     from llm_biology.report import render_site
-    if data_dir is not None and Path(data_dir).resolve() != (REPO_ROOT / "data").resolve():
-        print(f"Report not rendered: the site shows the runs in {REPO_ROOT / 'data'}, not {data_dir}. "
-              "Run with the default --data-dir, or copy the model folder there and run `llm-biology render`.")
-        return
-    render_site()
+    render_site(data_dir=data_dir, out=site_dir)

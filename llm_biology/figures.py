@@ -1,4 +1,4 @@
-"""The report's content: interactive attribution graphs, a model's results read leniently, and the generated report pages.
+"""The report's content: interactive attribution graphs, a model's results read through the stages' own readers, and the generated report pages.
 
 Docs: https://llm-biology.github.io/llm_biology/figures.html.md"""
 
@@ -10,106 +10,63 @@ import base64, hashlib, html, io, itertools, json, math, os, re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import networkx as nx
 import yaml
 
-from .core import LLMBiologyError, REPO_ROOT, BEHAVIOURS, BEHAVIOUR_SPECS, MODEL_REGISTRY, atomic_write, read_json
+from .core import (LLMBiologyError, BEHAVIOURS, BEHAVIOUR_SPECS, MODEL_REGISTRY, RunConfig, atomic_write,
+                              model_paths, paths_at, read_run_record)
+from .baseline import metrics_json, read_baseline_metrics
+from .graphs import class_title, parse_node_id, read_graph_json
+from .attribution_stage import aggregated_graph_file, read_aggregated_graph, read_scores, scores_csv
+from .interventions import faithfulness_file, read_faithfulness_summary
 
 # %% auto #0
-__all__ = ['SITE_CSS', 'THEME_SCSS', 'ReportError', 'load_graph', 'top_features', 'circuit_stats', 'graph_layout', 'plotly_html',
-           'GraphFigure', 'graph_figure', 'read_baseline_metrics', 'flat_numbers', 'faithfulness_rows',
-           'faithfulness_value', 'ModelRun', 'load_run', 'find_runs', 'md_table', 'faithfulness_figure', 'model_page',
-           'comparison_page', 'reports_index_page', 'reports_sidebar', 'write_report_pages']
+__all__ = ['HEADLINE_K', 'SITE_CSS', 'THEME_SCSS', 'ReportError', 'graph_view', 'top_features', 'circuit_stats', 'graph_layout',
+           'plotly_html', 'GraphFigure', 'graph_figure', 'ModelRun', 'load_run', 'find_runs', 'make_tiny_run',
+           'md_table', 'headline', 'faithfulness_figure', 'model_page', 'comparison_page', 'reports_index_page',
+           'reports_sidebar', 'write_report_pages']
 
 # %% ../nbs/08a_figures.ipynb #4f7c87c0
 class ReportError(LLMBiologyError):
     """A results file or site configuration the report cannot use."""
 
-_ID_RE = re.compile(r"^L(\d+)(?:_P(\d+))?_F(\d+)$")
-_KINDS = {"feature": "feature", "cross layer transcoder": "feature", "error": "error", "mlp reconstruction error": "error",
-          "input": "input", "embedding": "input", "output": "output", "logit": "output"}
-
-def _num(v):
-    try: f = float(v)
-    except (TypeError, ValueError): return None
-    return f if math.isfinite(f) else None
-
-def _first(d: dict, keys: Sequence[str]):
-    for k in keys:
-        if d.get(k) is not None: return d[k]
-    return None
-
-def _normalise_node(n: dict) -> dict:
-    nid = str(n["id"]); m = _ID_RE.match(nid)
-    kind = _KINDS.get(str(n.get("type", "")).lower())
-    if kind is None:
-        low = nid.lower()
-        kind = ("input" if low.startswith(("input", "emb")) else "output" if low.startswith(("output", "logit"))
-                else "feature" if m else "error" if low.startswith(("e_", "err")) else "other")
-    layer = _first(n, ("layer",)); feat = _first(n, ("feature_idx", "feature"))
-    pos = _first(n, ("pos", "ctx_idx", "position"))
-    return {**n, "id": nid, "type": n.get("type", kind), "kind": kind,
-            "layer": int(layer) if _num(layer) is not None else (int(m.group(1)) if m else None),
-            "feature_idx": int(feat) if _num(feat) is not None else (int(m.group(3)) if m else None),
-            "pos": int(pos) if _num(pos) is not None else (int(m.group(2)) if m and m.group(2) else None),
-            "mean_fields": tuple(k for k in ("activation", "influence") if n.get(k) is None and n.get(f"mean_{k}") is not None),
-            "activation": _num(_first(n, ("activation", "mean_activation", "act"))),
-            "influence": _num(_first(n, ("influence", "mean_influence")))}
-
-# %% ../nbs/08a_figures.ipynb #9cafd952
-def load_graph(graph) -> dict:
-    """An attribution graph as `{nodes, edges, metadata, dropped_edges}` from a dict, JSON text or file, or a networkx graph."""
-    src = "the graph"
-    if isinstance(graph, dict) and "dropped_edges" in graph: return graph  # already loaded
-    if isinstance(graph, (str, Path)) and not str(graph).lstrip().startswith("{"):
-        src = str(graph)
-        try: graph = json.loads(Path(graph).read_text())
-        except FileNotFoundError: raise ReportError(f"Missing attribution graph {src}: run the attribution stage first "
-                                                    "(`llm-biology run --stages attribution`).") from None
-        except json.JSONDecodeError as e: raise ReportError(f"{src} is not valid JSON ({e}); delete it and re-run the attribution stage.") from None
-    elif isinstance(graph, str): graph = json.loads(graph)
-    elif hasattr(graph, "nodes") and hasattr(graph, "edges") and not isinstance(graph, dict):  # a networkx graph
-        graph = {"nodes": [{"id": k, **d} for k, d in graph.nodes(data=True)],
-                 "edges": [{"source": u, "target": v, **d} for u, v, d in graph.edges(data=True)],
-                 "metadata": dict(getattr(graph, "graph", {}) or {})}
-    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
-        raise ReportError(f"{src} is not an attribution graph: expected a JSON object with a 'nodes' list (plus 'edges' "
-                          "and 'metadata'), as the attribution stage writes.")
+def graph_view(G) -> dict:
+    """`{nodes, edges, metadata}` of a graph read by `graphs` (its nodes as plain records for the figures)."""
+    if isinstance(G, dict) and "nodes" in G and "edges" in G and "metadata" in G and all("kind" in n for n in G["nodes"]): return G
+    if not isinstance(G, nx.DiGraph):
+        raise ReportError(f"Cannot draw a {type(G).__name__}: pass a graph read with llm_biology.graphs.read_graph_json.")
     nodes = []
-    for i, n in enumerate(graph["nodes"]):
-        if not isinstance(n, dict) or n.get("id") is None:
-            raise ReportError(f"{src}: node {i} has no 'id'; every node needs one (e.g. 'L15_F1234', 'input', 'output_<token>').")
-        nodes.append(_normalise_node(n))
-    ids, edges, dropped = {n["id"] for n in nodes}, [], 0
-    for e in graph.get("edges", graph.get("links")) or []:
-        s, t = str(e.get("source")), str(e.get("target"))
-        if s in ids and t in ids: edges.append({**e, "source": s, "target": t, "weight": _num(e.get("weight")) or 0.0})
-        else: dropped += 1
-    return {"nodes": nodes, "edges": edges, "metadata": dict(graph.get("metadata") or {}), "dropped_edges": dropped}
+    for nid, d in G.nodes(data=True):
+        kind = d.get("type")
+        if kind not in ("feature", "error", "input", "output"):
+            raise ReportError(f"Node {nid!r} has type {kind!r}; expected feature, error, input or output.")
+        agg = "mean_effect" in d or kind != "feature" and "influence" not in d
+        pick = lambda k: d.get(f"mean_{k}", d.get(k))
+        nodes.append({**d, "id": nid, "kind": kind, "layer": d.get("layer"), "feature_idx": d.get("feature_idx"),
+                      "pos": d.get("pos"), "activation": pick("activation"), "influence": pick("influence"),
+                      "effect": pick("effect"), "label": d.get("label"), "aggregated": agg})
+    edges = [{"source": u, "target": v, "weight": float(w.get("weight", 0.0))} for u, v, w in G.edges(data=True)]
+    return {"nodes": nodes, "edges": edges, "metadata": dict(G.graph)}
 
-# %% ../nbs/08a_figures.ipynb #a8941e89
 def top_features(graph, k: int = 10) -> list[dict]:
-    """The `k` feature nodes of `graph` with the largest |influence| (else |activation|, else edge weight)."""
-    g = graph if isinstance(graph, dict) and "dropped_edges" in graph else load_graph(graph)
-    strength = {}
-    for e in g["edges"]:
-        for end in (e["source"], e["target"]): strength[end] = strength.get(end, 0.0) + abs(e["weight"])
-    def key(n): return (abs(n["influence"] or 0.0), abs(n["activation"] or 0.0), strength.get(n["id"], 0.0))
-    return sorted((n for n in g["nodes"] if n["kind"] == "feature"), key=key, reverse=True)[:k]
+    """The `k` feature nodes with the largest |signed effect| (else |influence|)."""
+    g = graph_view(graph)
+    return sorted((n for n in g["nodes"] if n["kind"] == "feature"),
+                  key=lambda n: (-abs(n["effect"] if n["effect"] is not None else n["influence"] or 0.0), n["id"]))[:k]
 
 def circuit_stats(graph) -> dict:
     """Size of a graph: feature, error and edge counts, and features per layer."""
-    g = graph if isinstance(graph, dict) and "dropped_edges" in graph else load_graph(graph)
+    g = graph_view(graph)
     feats = [n for n in g["nodes"] if n["kind"] == "feature"]
     layers = {}
-    for n in feats:
-        if n["layer"] is not None: layers[n["layer"]] = layers.get(n["layer"], 0) + 1
+    for n in feats: layers[n["layer"]] = layers.get(n["layer"], 0) + 1
     return {"n_features": len(feats), "n_errors": sum(n["kind"] == "error" for n in g["nodes"]),
             "n_edges": len(g["edges"]), "layers": dict(sorted(layers.items()))}
 
-# %% ../nbs/08a_figures.ipynb #e4677bf6
+# %% ../nbs/08a_figures.ipynb #d3ee6687
 def graph_layout(graph) -> dict[str, tuple[float, float]]:
     """(x, y) per node id: y the layer (input -1, outputs on top), x the position if known, else the rank in the layer."""
-    g = graph if isinstance(graph, dict) and "dropped_edges" in graph else load_graph(graph)
+    g = graph_view(graph)
     layers = [n["layer"] for n in g["nodes"] if n["layer"] is not None]
     top = (max(layers) + 1) if layers else 1
     def row(n):
@@ -175,8 +132,14 @@ def _json_safe(o):
 # %% ../nbs/08a_figures.ipynb #03ea0a55
 _KIND_STYLE = {"feature": ("#4C78A8", "circle"), "error": ("#9D9D9D", "square"), "input": ("#54A24B", "triangle-up"),
                "output": ("#F58518", "diamond"), "other": ("#B279A2", "circle")}
-_HOVER_SKIP = {"id", "type", "kind", "layer", "feature_idx", "feature", "pos", "ctx_idx", "position", "activation",
-               "mean_activation", "act", "influence", "mean_influence"}
+_HOVER_SKIP = {"id", "type", "kind", "layer", "feature_idx", "pos", "activation", "mean_activation", "influence",
+               "mean_influence", "effect", "mean_effect", "label", "aggregated", "cumulative_influence", "attribution",
+               "mean_attribution", "token_id", "supernode"}
+
+def _num(v):
+    try: f = float(v)
+    except (TypeError, ValueError): return None
+    return f if math.isfinite(f) else None
 
 def _fmt(v) -> str:
     if isinstance(v, bool) or v is None: return str(v)
@@ -186,10 +149,11 @@ def _fmt(v) -> str:
 
 def _node_hover(n: dict) -> str:
     lines = [f"<b>{html.escape(n['id'])}</b>", f"type: {html.escape(str(n['type']))}"]
+    if n.get("label"): lines.append(f"<i>{html.escape(str(n['label']))}</i>")
     for label, key in (("layer", "layer"), ("feature", "feature_idx"), ("position", "pos")):
         if n[key] is not None: lines.append(f"{label}: {n[key]}")
-    for key in ("activation", "influence"):
-        if n[key] is not None: lines.append(f"{'mean ' if key in n['mean_fields'] else ''}{key}: {_fmt(n[key])}")
+    for key in ("activation", "influence", "effect"):
+        if n[key] is not None: lines.append(f"{'mean ' if n['aggregated'] else ''}{key}: {_fmt(n[key])}")
     extras = [(k, v) for k, v in n.items() if k not in _HOVER_SKIP and isinstance(v, (str, int, float, bool))]
     lines += [f"{html.escape(str(k))}: {_fmt(v)}" for k, v in extras[:6]]
     return "<br>".join(lines)
@@ -252,7 +216,7 @@ def _png_graph(g: dict, xy: dict, edges: list, title: str) -> bytes:
     ax.set_yticks(rows, ["input" if y == -1 else "output" if (y == rows[-1] and any(n["kind"] == "output" for n in g["nodes"])) else f"L{int(y)}" for y in rows])
     ax.set_xticks([]); ax.set_title(title, fontsize=10, loc="left"); ax.margins(0.08, 0.12)
     for s in ("top", "right", "bottom"): ax.spines[s].set_visible(False)
-    ax.legend(loc="lower right", fontsize=7, frameon=False, ncols=5)
+    if ax.get_legend_handles_labels()[0]: ax.legend(loc="lower right", fontsize=7, frameon=False, ncols=5)
     buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight"); return buf.getvalue()
 
 # %% ../nbs/08a_figures.ipynb #ec8f84b8
@@ -276,113 +240,98 @@ class GraphFigure:
         return f"GraphFigure({self.title!r}: {len(self.graph['nodes'])} nodes, {len(self.graph['edges'])} edges)"
 
 def graph_figure(graph, title: str | None = None, max_edges: int = 400) -> GraphFigure:
-    """An interactive figure of an attribution graph (dict, JSON file or text, or networkx graph), strongest `max_edges` edges."""
-    g = load_graph(graph)
+    """An interactive figure of an attribution graph (a graph read by `graphs`, or its JSON file), strongest `max_edges` edges."""
+    g = graph_view(read_graph_json(graph) if isinstance(graph, (str, Path)) else graph)
     md = g["metadata"]
     if title is None:
-        title = " · ".join(str(md[k]) for k in ("behaviour", "split") if md.get(k)) or "attribution graph"
-        if isinstance(graph, (str, Path)) and not str(graph).lstrip().startswith("{") and title == "attribution graph": title = Path(graph).stem
+        title = " · ".join(str(md[k]) for k in ("behaviour", "split", "class_label") if md.get(k)) or "attribution graph"
     edges = sorted(g["edges"], key=lambda e: -abs(e["weight"]))[:max_edges]
     shown = title + (f" (strongest {max_edges} of {len(g['edges'])} edges)" if len(g["edges"]) > max_edges else "")
     xy = graph_layout(g)
     return GraphFigure(g, _plotly_graph(g, xy, edges, shown), _png_graph(g, xy, edges, shown), title)
 
-# %% ../nbs/08a_figures.ipynb #48376bfb
-def read_baseline_metrics(path) -> dict[str, dict]:
-    """`baseline_metrics_{split}.json` as {behaviour: metrics}, each with `accuracy`, `success_threshold` and `passed`."""
-    raw = read_json(path)
-    if isinstance(raw, dict) and isinstance(raw.get("behaviours"), (dict, list)): raw = raw["behaviours"]
-    if isinstance(raw, list): raw = {r["behaviour"]: r for r in raw if isinstance(r, dict) and r.get("behaviour")}
-    if not isinstance(raw, dict): raise ReportError(f"{path}: expected {{behaviour: metrics}}; re-run the baseline stage.")
-    out = {}
-    for b, m in raw.items():
-        if not isinstance(m, dict): continue
-        acc = _num(_first(m, ("accuracy", "acc", "success_rate")))
-        thr = _num(_first(m, ("success_threshold", "threshold")))
-        if thr is None and b in BEHAVIOUR_SPECS: thr = BEHAVIOUR_SPECS[b].success_threshold
-        passed, decision = _first(m, ("passed", "pass")), _first(m, ("decision", "status"))
-        if not isinstance(passed, bool):
-            passed = (decision.upper() == "PASS" if isinstance(decision, str) else
-                      acc >= thr if (acc is not None and thr is not None) else None)
-        out[b] = {**m, "accuracy": acc, "success_threshold": thr, "passed": passed}
-    return out
-
-_FAITH_KEYS = ("faithfulness", "circuit_faithfulness", "mean_faithfulness", "faithfulness_mean", "recovered_fraction",
-               "fraction_recovered", "completeness")
-
-def flat_numbers(d: dict, prefix: str = "", depth: int = 2) -> dict[str, float]:
-    """The numeric leaves of a nested dict, keys joined with dots (`depth` levels at most)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and depth > 1: out.update(flat_numbers(v, f"{prefix}{k}.", depth - 1))
-        elif not isinstance(v, bool) and _num(v) is not None: out[f"{prefix}{k}"] = _num(v)
-    return out
-
-def faithfulness_rows(summary: dict) -> list[dict]:
-    """The per-k rows of a faithfulness summary that have a top-k drop."""
-    return [r for r in summary.get("per_k") or [] if isinstance(r, dict) and _num(r.get("mean_drop_top")) is not None]
-
-def faithfulness_value(summary: dict) -> float | None:
-    """The headline number of a faithfulness summary: share of the baseline logit difference the circuit's ablation removes."""
-    nums = flat_numbers(summary, depth=2)
-    for k in _FAITH_KEYS:
-        if k in nums: return nums[k]
-    rows, base = faithfulness_rows(summary), _num(summary.get("mean_baseline_logit_diff"))
-    if rows: return _num(rows[-1]["mean_drop_top"]) / base if base else _num(rows[-1]["mean_drop_top"])
-    return next((v for k, v in nums.items() if "faithful" in k), None)
-
-# %% ../nbs/08a_figures.ipynb #585c5c11
+# %% ../nbs/08a_figures.ipynb #f7abdc61
 class ModelRun(NamedTuple):
     """What one model's run left under `data/<slug>/`."""
     slug: str
     root: Path
-    run: dict            # run.json ({} when absent)
+    record: dict         # run.json (empty when absent)
     split: str
-    baseline: dict       # behaviour -> metrics (see `read_baseline_metrics`)
-    graphs: dict         # behaviour -> path of the aggregated attribution graph JSON
-    faithfulness: dict   # behaviour -> faithfulness summary
+    baseline: dict       # behaviour -> metrics
+    scores: dict         # behaviour -> per-prompt attribution scores (DataFrame)
+    graphs: dict         # behaviour -> {class or "pooled": aggregated graph}
+    faithfulness: dict   # behaviour -> validation summary
     notebooks: tuple     # executed stage notebooks, in stage order
 
     @property
     def behaviours(self) -> list[str]:
         """Every behaviour with any result, in the pipeline's order."""
-        seen = set(self.baseline) | set(self.graphs) | set(self.faithfulness) | set(self.run.get("config", {}).get("behaviours") or [])
+        seen = set(self.baseline) | set(self.graphs) | set(self.faithfulness) | set(self.record["config"].get("behaviours") or [])
         return [b for b in BEHAVIOURS if b in seen] + sorted(seen - set(BEHAVIOURS))
 
     @property
     def n_layers(self) -> int | None:
         """The model's layer count (registry, else graph metadata)."""
-        spec = MODEL_REGISTRY.get(self.slug)
+        spec = MODEL_REGISTRY.get(self.record["config"].get("model"))
         if spec and spec.n_layers: return spec.n_layers
-        for p in self.graphs.values():
-            n = _num(load_graph(p)["metadata"].get("n_layers"))
-            if n: return int(n)
-        return None
+        layers = [d["layer"] for gs in self.graphs.values() for g in gs.values() for _, d in g.nodes(data=True) if "layer" in d]
+        return max(layers) + 1 if layers else None
 
-def load_run(root, split: str | None = None) -> ModelRun:
-    """Read `data/<slug>/` (run.json, baseline metrics, attribution graphs, faithfulness summaries, notebooks)."""
+def load_run(root) -> ModelRun:
+    """Read `data/<slug>/` (run.json, baseline metrics, attribution scores and graphs, faithfulness summaries, notebooks)."""
     root = Path(root)
     if not root.is_dir(): raise ReportError(f"No results folder {root}: run `llm-biology run --model <model>` first.")
-    run = read_json(root / "run.json") if (root / "run.json").exists() else {}
-    res = root / "results"
-    if split is None:
-        split = run.get("config", {}).get("split") or next((s for s in ("test", "train") if (res / f"baseline_metrics_{s}.json").exists()), "test")
-    bpath = res / f"baseline_metrics_{split}.json"
-    baseline = read_baseline_metrics(bpath) if bpath.exists() else {}
-    graphs = {p.parent.name: p for p in sorted(res.glob(f"attribution_graphs/*/attribution_graph_{split}.json"))}
-    faith = {}
-    for p in sorted(res.glob("interventions/*/faithfulness_*_summary.json")):
-        s = read_json(p)
-        if isinstance(s, dict): faith[p.parent.name] = s
-    nbs = tuple(sorted(p for p in (root / "notebooks").glob("[0-9]*.ipynb")))
-    return ModelRun(root.name, root, run, split, baseline, graphs, faith, nbs)
+    paths = paths_at(root)
+    record = read_run_record(paths.run_json)
+    split = record["config"].get("split") or next((s for s in ("test", "train") if metrics_json(paths, s).exists()), "test")
+    baseline = read_baseline_metrics(metrics_json(paths, split)) if metrics_json(paths, split).exists() else {}
+    scores, graphs, faith = {}, {}, {}
+    for d in sorted(p for p in paths.attribution.glob("*") if p.is_dir()):
+        b = d.name
+        if scores_csv(paths, b, split).exists(): scores[b] = read_scores(scores_csv(paths, b, split))
+        classes = [c for c in (BEHAVIOUR_SPECS[b].classes if b in BEHAVIOUR_SPECS else ())
+                   if aggregated_graph_file(paths, b, split, c).exists()]
+        gs = {c: read_aggregated_graph(paths, b, split, c) for c in classes}
+        if aggregated_graph_file(paths, b, split).exists(): gs["pooled"] = read_aggregated_graph(paths, b, split)
+        if gs: graphs[b] = gs
+    for d in sorted(p for p in paths.interventions.glob("*") if p.is_dir()):
+        if faithfulness_file(paths, d.name).exists(): faith[d.name] = read_faithfulness_summary(faithfulness_file(paths, d.name))
+    nbs = tuple(sorted(p for p in paths.notebooks.glob("[0-9]*.ipynb")))
+    return ModelRun(root.name, root, record, split, baseline, scores, graphs, faith, nbs)
 
 def find_runs(data_dir) -> list[ModelRun]:
-    """Every model run under `data_dir` (a folder with run.json, executed notebooks or results), by slug."""
+    """Every model run under `data_dir` (a folder with run.json or results), by slug."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir(): return []
     return [load_run(d) for d in sorted(data_dir.iterdir()) if d.is_dir() and not d.name.startswith((".", "_")) and
-            ((d / "run.json").exists() or any((d / "notebooks").glob("*.ipynb")) or (d / "results").is_dir())]
+            ((d / "run.json").exists() or (d / "results").is_dir())]
+
+# %% ../nbs/08a_figures.ipynb #48376bfb
+def make_tiny_run(data_dir, behaviours=("grammar_agreement", "arithmetic"), n_prompts: int = 4) -> Path:
+    """A small real run of the tiny test model (every stage but features) under `data_dir`; returns its root."""
+    from llm_biology.testing import tiny_hub
+    from llm_biology.models import load_model
+    from llm_biology.transcoders import load_transcoders
+    from llm_biology.prompts_stage import run_prompts
+    from llm_biology.baseline import run_baseline
+    from llm_biology.attribution_stage import run_attribution
+    from llm_biology.interventions import run_interventions
+    from llm_biology.core import write_run_record, new_run_record
+    hub = tiny_hub()
+    lm = load_model(str(hub.folders["model"]))
+    tcs = load_transcoders(hub.folders["jumprelu"])
+    cfg = RunConfig(model=str(hub.folders["model"]), data_dir=str(data_dir), behaviours=tuple(behaviours), n_prompts=n_prompts,
+                    n_train=2, n_test=2 * n_prompts, max_feature_nodes=48, include_failed=True, n_control_draws=2,
+                    feature_frequency_threshold=0.5)
+    for run in (run_prompts, run_baseline, run_attribution, run_interventions): run(cfg, lm, tcs)
+    root = model_paths(cfg.model, cfg.data_dir).root
+    rec = new_run_record(); rec["config"] = {**cfg.to_dict(), "model": "tiny-qwen3"}
+    rec["environment"] = {"python": "3.11", "device": "cpu", "packages": {"torch": "2.13.0"}}
+    rec["revisions"] = {"model": {"kind": "folder", "ref": "tiny-qwen3", "content_sha1": "abc123"}}
+    rec["stages"] = {"baseline": dict(fingerprint="f", outputs={"a": "1"}, wall_time_s=1.5, peak_rss_mb=512.0, peak_gpu_mb=None,
+                                      notebook="notebooks/02_baseline.ipynb", finished_at="2026-01-01T00:00:00+00:00")}
+    write_run_record(rec, root / "run.json")
+    return root
 
 # %% ../nbs/08a_figures.ipynb #fdca32b8
 class _Raw(str):
@@ -409,85 +358,145 @@ def _front_matter(**kw) -> str:
 def _rel(target: Path, page: Path) -> str:
     return Path(os.path.relpath(target, page.parent)).as_posix()
 
-# %% ../nbs/08a_figures.ipynb #42d028c4
+# %% ../nbs/08a_figures.ipynb #56245c7d
+HEADLINE_K = 10
+
+def headline(summary: dict, class_label: str) -> dict | None:
+    """The per-k row of `class_label` at k = 10, or at its largest k when the circuit is smaller."""
+    rows = sorted((r for r in summary["per_k"] if r["class"] == class_label), key=lambda r: r["k"])
+    if not rows: return None
+    return next((r for r in rows if r["k"] == HEADLINE_K), rows[-1] if rows[-1]["k"] < HEADLINE_K else rows[0])
+
+def _ci(ci) -> str:
+    return "–" if ci is None else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
 def faithfulness_figure(summary: dict, title: str = "Circuit faithfulness") -> str:
-    """HTML of an interactive figure: mean logit-difference drop vs k, circuit top-k against random k (+-1 std)."""
+    """HTML of an interactive figure per class: mean drop vs k, top-k circuit features against matched and unmatched controls."""
     import plotly.graph_objects as go
-    rows = faithfulness_rows(summary)
-    if rows:
-        ks = [r.get("k") for r in rows]
-        fig = go.Figure([go.Scatter(x=ks, y=[r.get(f"mean_drop_{c}") for r in rows], name=label, mode="lines+markers", line=dict(color=color),
-                                    error_y=dict(type="data", array=[r.get(f"std_drop_{c}") or 0 for r in rows], visible=True),
-                                    hovertemplate="k=%{x}<br>drop=%{y:.4g}<extra>" + label + "</extra>")
-                         for c, label, color in (("top", "top-k circuit features", "#E45756"), ("random", "random k (same layers)", "#4C78A8"))])
-        base = _num(summary.get("mean_baseline_logit_diff"))
-        if base: fig.add_hline(y=base, line=dict(dash="dot", color="#888"), annotation_text="baseline logit diff")
-        fig.update_layout(xaxis=dict(type="log", title="features ablated (k)", tickvals=ks), yaxis=dict(title="drop in logit difference"))
-    else:
-        nums = {k: v for k, v in flat_numbers(summary).items() if not k.startswith("n_")}
-        fig = go.Figure([go.Bar(x=list(nums), y=list(nums.values()))])
-    fig.update_layout(template="none", height=360, title=dict(text=html.escape(title), x=0.01), margin=dict(l=60, r=20, t=50, b=50),
-                      legend=dict(orientation="h", y=-0.25))
+    from plotly.subplots import make_subplots
+    classes = summary["classes"] or ["(none)"]
+    fig = make_subplots(rows=1, cols=len(classes), subplot_titles=[f"class {c}" for c in classes])
+    for j, c in enumerate(classes, 1):
+        rows = sorted((r for r in summary["per_k"] if r["class"] == c), key=lambda r: r["k"])
+        ks = [r["k"] for r in rows]
+        for col, label, color in (("top", "top-k circuit features", "#E45756"), ("matched", "matched random k", "#4C78A8"),
+                                  ("unmatched", "unmatched random k", "#9D9D9D")):
+            ci = [r[f"ci_{col}"] or [r[f"mean_drop_{col}"]] * 2 for r in rows]
+            fig.add_trace(go.Scatter(x=ks, y=[r[f"mean_drop_{col}"] for r in rows], name=label, legendgroup=label, showlegend=j == 1,
+                                     mode="lines+markers", line=dict(color=color),
+                                     error_y=dict(type="data", symmetric=False, visible=True,
+                                                  array=[hi - r[f"mean_drop_{col}"] for (lo, hi), r in zip(ci, rows)],
+                                                  arrayminus=[r[f"mean_drop_{col}"] - lo for (lo, hi), r in zip(ci, rows)]),
+                                     hovertemplate="k=%{x}<br>drop=%{y:.4g}<extra>" + label + "</extra>"), row=1, col=j)
+        fig.update_xaxes(type="log", title_text="features ablated (k)", tickvals=ks, row=1, col=j)
+    fig.update_yaxes(title_text="drop in logit difference", row=1, col=1)
+    fig.update_layout(template="none", height=380, title=dict(text=html.escape(title), x=0.01), margin=dict(l=60, r=20, t=70, b=50),
+                      legend=dict(orientation="h", y=-0.3))
     return plotly_html(fig, name=f"faithfulness {title}")
 
 def _faith_table(summary: dict) -> str:
-    rows = faithfulness_rows(summary)
-    if not rows: return md_table(["metric", "value"], list(flat_numbers(summary).items()))
-    t = md_table(["k", "features", "drop (top-k)", "drop (random k)", "ratio"],
-                 [[r.get("k"), r.get("n_features"), r.get("mean_drop_top"), r.get("mean_drop_random"), r.get("ratio")] for r in rows])
-    extra = [(k, v) for k, v in flat_numbers({k: v for k, v in summary.items() if k not in ("ks", "per_k")}).items()]
-    return t + ("\n" + md_table(["", "value"], extra) if extra else "")
+    rows = sorted(summary["per_k"], key=lambda r: (r["class"], r["k"]))
+    return md_table(["class", "k", "drop (top-k)", "95% CI", "drop (matched)", "95% CI", "drop (unmatched)", "ratio (matched)",
+                     "95% CI", "sufficiency"],
+                    [[r["class"], r["k"], r["mean_drop_top"], _ci(r["ci_top"]), r["mean_drop_matched"], _ci(r["ci_matched"]),
+                      r["mean_drop_unmatched"], r["ratio_matched"], _ci(r["ci_ratio_matched"]), r["sufficiency"]] for r in rows])
+
+def _split_table(scores) -> str:
+    m = scores[["logit_diff", "direct_features", "direct_errors", "direct_tokens", "unattributed"]].mean()
+    share = (scores.unattributed / scores.logit_diff).replace([float("inf"), -float("inf")], float("nan")).mean()
+    return md_table(["mean logit difference", "features", "errors", "tokens", "unattributed", "unattributed share"],
+                    [[m.logit_diff, m.direct_features, m.direct_errors, m.direct_tokens, m.unattributed, share]])
 
 def _stage_rows(run: ModelRun) -> list:
-    st = run.run.get("stages", {})
-    return [[s, st[s].get("wall_time_s"), st[s].get("finished_at"), len(st[s].get("outputs", {}))] for s in st]
+    st = run.record["stages"]
+    return [[s, st[s]["wall_time_s"], st[s]["peak_rss_mb"], st[s]["peak_gpu_mb"], st[s]["finished_at"], len(st[s]["outputs"])] for s in st]
+
+def _circuit_section(b: str, name: str, g, page: Path, run: ModelRun) -> str:
+    label = class_title(name)
+    feats = top_features(g, 10)
+    out = [f"### Circuit, {label}\n\n{g.graph['n_features']} features over {g.graph['n_prompts']} prompts "
+           f"([JSON]({_rel(aggregated_graph_file(paths_at(run.root), b, run.split, None if name == 'pooled' else name), page)})); "
+           "the top ten by signed effect on the correct answer:\n\n"]
+    out.append(md_table(["feature", "label", "role", "mean effect", "frequency", "mean activation"],
+                        [[n["id"], n.get("label") or "", n.get("role"), n["effect"], n.get("frequency"), n["activation"]] for n in feats]))
+    return "".join(out)
 
 def model_page(run: ModelRun, page: Path) -> str:
     """The landing page of one model's report (qmd text), with links relative to `page`."""
-    cfg, env = run.run.get("config", {}), run.run.get("environment", {})
+    cfg, env = run.record["config"], run.record["environment"]
     out = [_front_matter(title=f"Report: {run.slug}", subtitle=f"{len(run.behaviours)} behaviours, {run.split} split")]
-    rev = run.run.get("revisions") or {}
     out.append(f"Model `{cfg.get('model', run.slug)}`" + (f", transcoders `{cfg['transcoders']}`" if cfg.get("transcoders") else "")
                + (f", device `{env['device']}`" if env.get("device") else "") + ".\n\n")
-    out.append("## Behaviours\n\n")
+    out.append("## Behaviours\n\nThe headline of a circuit is `ratio_matched` at k = 10: how many times more its top-k promoting "
+               "features move the logit difference than k random features matched to them in layer and activation (95% "
+               "bootstrap interval over prompts), per class:\n\n"
+               "$$r_k = \\frac{\\bar\\Delta_{\\text{top-}k}}{\\bar\\Delta_{\\text{matched}}}, \\qquad "
+               "\\Delta = \\text{logit diff}_{\\text{clean}} - \\text{logit diff}_{\\text{ablated}}$$\n\n")
     rows = []
     for b in run.behaviours:
         m, f = run.baseline.get(b, {}), run.faithfulness.get(b)
-        st = circuit_stats(run.graphs[b]) if b in run.graphs else {}
+        n_feat = " / ".join(f"{g.graph['n_features']}" for n, g in run.graphs.get(b, {}).items() if n != "pooled") or None
+        heads = [(c, headline(f, c)) for c in f["classes"]] if f else []
+        ratio = "; ".join(f"{c}: {_fmt(h['ratio_matched']) if h['ratio_matched'] is not None else '–'} {_ci(h['ci_ratio_matched'])}"
+                          for c, h in heads if h) or None
+        suff = "; ".join(f"{c}: {_fmt(s['mean'])}" for c, s in (f["sufficiency_full"].items() if f else []) if s["mean"] is not None) or None
         rows.append([f"[{b}](#{b.replace('_', '-')})", m.get("accuracy"), m.get("success_threshold"), _badge(m.get("passed")),
-                     st.get("n_features"), st.get("n_edges"), faithfulness_value(f) if f else None])
-    out.append(md_table(["behaviour", "accuracy", "threshold", "baseline", "circuit features", "edges", "faithfulness"], rows))
+                     n_feat, ratio, suff])
+    out.append(md_table(["behaviour", "accuracy", "threshold", "baseline", "circuit features (per class)",
+                         "ratio vs matched control (k=10)", "sufficiency"], rows))
     for b in run.behaviours:
         out.append(f"\n## {b} {{#{b.replace('_', '-')}}}\n\n")
         m = run.baseline.get(b)
         if m: out.append(f"Baseline: {_badge(m.get('passed'))} accuracy {_cell(m.get('accuracy'))} "
                          f"(threshold {_cell(m.get('success_threshold'))}).\n\n")
-        if b in run.graphs:
-            g = load_graph(run.graphs[b])
-            out.append(f"### Main circuit\n\nThe most influential features of the aggregated attribution graph "
-                       f"([JSON]({_rel(run.graphs[b], page)})):\n\n")
-            out.append(md_table(["feature", "layer", "index", "activation", "influence"],
-                                [[n["id"], n["layer"], n["feature_idx"], n["activation"], n["influence"]] for n in top_features(g, 10)]))
-            out.append(_raw_html(graph_figure(g, title=f"{b}: aggregated attribution graph").to_html()))
+        if b not in run.graphs:
+            out.append("Not analysed: it failed its baseline, or the attribution stage has not run.\n\n")
+            continue
+        if b in run.scores:
+            out.append("### Where the logit difference comes from\n\nMean over the prompts: the direct effects of features, "
+                       "error nodes and token embeddings, and what no node carries (the transcoders' decoder biases and the MLP "
+                       "outputs at position 0, which the graph excludes).\n\n" + _split_table(run.scores[b]) + "\n")
+        for name, g in run.graphs[b].items():
+            if name == "pooled" and len(run.graphs[b]) > 2: continue   # two classes: the per-class graphs are the circuits
+            out.append(_circuit_section(b, name, g, page, run))
+        first = next(n for n in run.graphs[b] if n != "pooled") if len(run.graphs[b]) > 1 else "pooled"
+        out.append(_raw_html(graph_figure(run.graphs[b][first], title=f"{b}: aggregated attribution graph, class {first}").to_html()))
         if b in run.faithfulness:
             f = run.faithfulness[b]
-            v = faithfulness_value(f)
-            out.append("### Faithfulness\n\nThe mean drop $d_k$ of the logit difference when the circuit's top-k features are ablated, "
-                       "against k random features of the same layers" + (f"; at the largest k, $d_k / \\bar\\Delta$ = {_fmt(v)} of the "
-                       "baseline logit difference $\\bar\\Delta$" if v is not None else "") + ".\n\n")
+            out.append("### Faithfulness\n\nPer class, the mean drop of the logit difference when the circuit's top-k promoting "
+                       "features are ablated, against k random features matched to them (same prompt, layer and activation bin) "
+                       f"and against unmatched random active features ({f['n_draws']} draws, seed {f['seed']}).\n\n")
             out.append(_raw_html(faithfulness_figure(f, f"{b}: circuit faithfulness")) + "\n" + _faith_table(f))
+            mono = ", ".join(f"{c}: {'yes' if v else 'no'}" for c, v in f["monotone"].items())
+            out.append(f"\nThe drop grows with k (monotone): {mono or '–'}.\n\n")
+            gv = f["graph_vs_intervention"]
+            if gv:
+                out.append("### The graph against the model\n\nThe graph's predicted direct effects of each class's top features against "
+                           "ablations with every layer constrained (they must agree) and with nothing held (the total effect).\n\n")
+                out.append(md_table(["class", "pairs", "max relative error (direct)", "correlation with the total effect"],
+                                    [[c, a["n"], a["direct_max_rel_err"], a["corr_predicted_total"]] for c, a in gv.items()]))
+            if f["steering"]:
+                out.append("\n### Steering\n\nThe share of prompts whose answer flips to the target once the circuit is clamped or "
+                           "patched (see the interventions notebook for the generations).\n\n")
+                out.append(md_table(["mode", "attention frozen", "prompts", "flip rate", "answer changed"],
+                                    [[s["mode"], s["freeze_attention"], s["n"], s["flip_rate"], s["change_rate"]] for s in f["steering"]]))
     out.append("\n## Run\n\n")
     if run.notebooks:
         out.append("Executed stage notebooks: " + ", ".join(f"[{p.stem}]({_rel(p, page)})" for p in run.notebooks) + ".\n\n")
-    if _stage_rows(run): out.append(md_table(["stage", "wall time (s)", "finished", "files"], _stage_rows(run)))
+    if _stage_rows(run): out.append(md_table(["stage", "wall time (s)", "peak memory (MiB)", "peak GPU memory (MiB)", "finished",
+                                              "files"], _stage_rows(run)))
     pk = env.get("packages", {})
     facts = [("python", env.get("python")), *[(k, v) for k, v in pk.items() if v]]
-    facts += [(f"{k} revision", (v or {}).get("commit") or (v or {}).get("content_sha1")) for k, v in rev.items() if v]
+    facts += [(f"{k} revision", (v or {}).get("commit") or (v or {}).get("content_sha1")) for k, v in run.record["revisions"].items() if v]
     if facts: out.append("\n" + md_table(["", "version"], facts))
     return "".join(out)
 
-# %% ../nbs/08a_figures.ipynb #090a4ea8
+# %% ../nbs/08a_figures.ipynb #9529154c
 def _model_color(i: int) -> str: return ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"][i % 8]
+
+def _mean_ratio(f: dict) -> float | None:
+    vals = [h["ratio_matched"] for c in f["classes"] if (h := headline(f, c)) and h["ratio_matched"] is not None]
+    return sum(vals) / len(vals) if vals else None
 
 def comparison_page(runs: Sequence[ModelRun], page: Path) -> str:
     """The cross-model comparison page (qmd text): baseline accuracy, circuit size and layer profile, faithfulness."""
@@ -506,9 +515,9 @@ def comparison_page(runs: Sequence[ModelRun], page: Path) -> str:
     fig.update_layout(template="none", barmode="group", height=380, yaxis=dict(range=[0, 1.05], title="accuracy"),
                       margin=dict(l=60, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))
     out.append(_raw_html(plotly_html(fig, name="baseline accuracy")))
-    out.append("\n## Circuit size and layer profile\n\nFeatures and edges of each aggregated attribution graph; "
-               "the profile plots the share of a circuit's features at each relative depth (layer / (n_layers - 1)).\n\n")
-    stats = {(r.slug, b): circuit_stats(r.graphs[b]) for r in runs for b in r.graphs}
+    out.append("\n## Circuit size and layer profile\n\nFeatures and edges of each behaviour's pooled aggregated graph; the profile "
+               "plots the share of a circuit's features at each relative depth (layer / (n_layers - 1)).\n\n")
+    stats = {(r.slug, b): circuit_stats(r.graphs[b]["pooled"]) for r in runs for b in r.graphs if "pooled" in r.graphs[b]}
     out.append(md_table(["model"] + behaviours, [[link[r.slug]] + [
         (f"{stats[r.slug, b]['n_features']} / {stats[r.slug, b]['n_edges']}" if (r.slug, b) in stats else None) for b in behaviours] for r in runs]))
     out.append("\n(features / edges)\n")
@@ -523,19 +532,19 @@ def comparison_page(runs: Sequence[ModelRun], page: Path) -> str:
         fig.update_layout(template="none", height=380, showlegend=True, xaxis=dict(title="relative depth", range=[-0.02, 1.02]),
                           yaxis=dict(title="share of circuit features"), margin=dict(l=60, r=20, t=30, b=40))
         out.append(_raw_html(plotly_html(fig, name="layer profile")))
-    out.append("\n## Faithfulness\n\nThe share of each behaviour's baseline logit difference that ablating its circuit's top-k features "
-               "removes (largest k of the interventions stage; see each model's page for the curve against random features).\n\n")
-    faith = {(r.slug, b): faithfulness_value(r.faithfulness[b]) for r in runs for b in r.faithfulness}
+    out.append("\n## Faithfulness\n\nThe ratio of the circuit's top-10 ablation effect to that of 10 matched random features "
+               "(mean over the behaviour's classes; see each model's page for intervals and the curves).\n\n")
+    faith = {(r.slug, b): _mean_ratio(r.faithfulness[b]) for r in runs for b in r.faithfulness}
     out.append(md_table(["model"] + behaviours, [[link[r.slug]] + [faith.get((r.slug, b)) for b in behaviours] for r in runs]))
     if any(v is not None for v in faith.values()):
         fig = go.Figure([go.Bar(name=r.slug, x=behaviours, y=[faith.get((r.slug, b)) for b in behaviours], marker_color=_model_color(i))
                          for i, r in enumerate(runs)])
-        fig.update_layout(template="none", barmode="group", height=340, showlegend=True, yaxis=dict(title="faithfulness"),
+        fig.update_layout(template="none", barmode="group", height=340, showlegend=True, yaxis=dict(title="ratio vs matched control"),
                           margin=dict(l=60, r=20, t=30, b=40), legend=dict(orientation="h", y=-0.2))
         out.append(_raw_html(plotly_html(fig, name="faithfulness comparison")))
     return "".join(out)
 
-# %% ../nbs/08a_figures.ipynb #815e0ea8
+# %% ../nbs/08a_figures.ipynb #0e3d15de
 def reports_index_page(runs: Sequence[ModelRun], page: Path) -> str:
     """The Reports overview (qmd text): one row per model run."""
     out = [_front_matter(title="Reports", subtitle="Circuit analyses of each model that has been run")]
@@ -543,7 +552,7 @@ def reports_index_page(runs: Sequence[ModelRun], page: Path) -> str:
     rows = []
     for r in runs:
         passed = [b for b in r.behaviours if r.baseline.get(b, {}).get("passed")]
-        rows.append([f"[{r.slug}]({r.slug}.qmd)", r.run.get("config", {}).get("model", r.slug), f"{len(passed)} / {len(r.behaviours)}",
+        rows.append([f"[{r.slug}]({r.slug}.qmd)", r.record["config"].get("model", r.slug), f"{len(passed)} / {len(r.behaviours)}",
                      len(r.graphs), len(r.faithfulness), ", ".join(p.stem.split("_", 1)[-1] for p in r.notebooks) or None])
     return out[0] + md_table(["report", "model", "behaviours passed", "graphs", "faithfulness", "stages"], rows) + \
         "\nSee also the [cross-model comparison](comparison.qmd).\n"
@@ -552,13 +561,13 @@ def _nb_text(p: Path) -> str:
     stem = p.name.removesuffix(".ipynb")
     return stem.replace(".failed", "") + (" (failed)" if stem.endswith(".failed") else "")
 
-def reports_sidebar(runs: Sequence[ModelRun], root: Path) -> dict:
+def reports_sidebar(runs: Sequence[ModelRun]) -> dict:
     """The Reports sidebar for `_quarto.yml`'s `metadata-files`: overview, comparison, one section per model."""
     contents = [{"text": "Overview", "href": "reports/index.qmd"}, {"text": "Cross-model comparison", "href": "reports/comparison.qmd"}]
     for r in runs:
         nbs = sorted(r.notebooks) + sorted((r.root / "notebooks").glob("[0-9]*.failed.ipynb"))
         contents.append({"section": r.slug, "href": f"reports/{r.slug}.qmd",
-                         "contents": [{"text": _nb_text(p), "href": p.relative_to(root).as_posix()} for p in sorted(set(nbs))]})
+                         "contents": [{"text": _nb_text(p), "href": f"data/{r.slug}/notebooks/{p.name}"} for p in sorted(set(nbs))]})
     return {"website": {"sidebar": [{"id": "reports", "title": "Reports", "contents": contents}]}}
 
 # %% ../nbs/08a_figures.ipynb #b2d817e5
@@ -575,10 +584,9 @@ THEME_SCSS = """/* Generated by llm_biology.report: Quarto theme layer that keep
 $web-font-path: false;
 """
 
-def write_report_pages(root=REPO_ROOT, runs: Sequence[ModelRun] | None = None) -> list[Path]:
-    """Generate `reports/` (landing page per model, comparison, overview, sidebar, stylesheet) from `root/data`."""
-    root = Path(root); rep = root / "reports"; rep.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(root / "data") if runs is None else list(runs)
+def write_report_pages(site_root, runs: Sequence[ModelRun]) -> list[Path]:
+    """Generate `reports/` (landing page per model, comparison, overview, sidebar, stylesheet) under `site_root`."""
+    rep = Path(site_root) / "reports"; rep.mkdir(parents=True, exist_ok=True)
     reserved = {"index", "comparison"}
     clash = [r.slug for r in runs if r.slug in reserved]
     if clash: raise ReportError(f"A model slug may not be {' or '.join(clash)} (reserved report page names); rename data/{clash[0]}/.")
@@ -591,7 +599,7 @@ def write_report_pages(root=REPO_ROOT, runs: Sequence[ModelRun] | None = None) -
     for p, text in pages.items():
         with atomic_write(p) as f: f.write(text)
         written.append(p)
-    side = "# Generated by llm_biology.report.write_report_pages from data/: edits are overwritten.\n" + yaml.safe_dump(reports_sidebar(runs, root), sort_keys=False)
+    side = "# Generated by llm_biology.report.write_report_pages: edits are overwritten.\n" + yaml.safe_dump(reports_sidebar(runs), sort_keys=False)
     with atomic_write(rep / "_reports.yml") as f: f.write(side)
     with atomic_write(rep / "site.css") as f: f.write(SITE_CSS)
     with atomic_write(rep / "theme.scss") as f: f.write(THEME_SCSS)

@@ -6,21 +6,20 @@ Docs: https://llm-biology.github.io/llm_biology/report.html.md"""
 
 # %% ../nbs/09_report.ipynb #e5f8beff
 from __future__ import annotations
-import hashlib, html, io, json, os, re, shutil, subprocess, sys, time
+import hashlib, html, io, json, os, re, shutil, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Callable
 
 import yaml
 
-from .core import REPO_ROOT, atomic_write
-from .figures import (ReportError, GraphFigure, graph_figure, load_graph, find_runs, load_run, write_report_pages,
-                                 SITE_CSS)
+from .core import atomic_write, package_asset
+from .figures import (ReportError, GraphFigure, graph_figure, find_runs, load_run, write_report_pages, SITE_CSS)
 
 # %% auto #0
 __all__ = ['merge_configs', 'read_site_config', 'site_pages', 'front_matter', 'page_title', 'NavItem', 'SiteNav', 'site_nav',
            'cell_options', 'stage_site', 'PreparedPage', 'prepare_page', 'render_page', 'install_site_assets',
-           'RenderResult', 'render_site']
+           'RenderResult', 'site_root', 'render_site']
 
 # %% ../nbs/09_report.ipynb #c59ed15e
 def merge_configs(*configs: dict) -> dict:
@@ -39,7 +38,7 @@ def merge_configs(*configs: dict) -> dict:
     for c in configs: out = merge(out, c or {})
     return out
 
-def read_site_config(root=REPO_ROOT) -> dict:
+def read_site_config(root) -> dict:
     """`_quarto.yml` with its `metadata-files` merged in (missing ones skipped)."""
     p = Path(root) / "_quarto.yml"
     if not p.exists(): raise ReportError(f"No {p}: the site is defined there (copy the repository's `_quarto.yml`).")
@@ -53,7 +52,7 @@ def read_site_config(root=REPO_ROOT) -> dict:
 def _is_ignored(rel: Path) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.parts)
 
-def site_pages(root=REPO_ROOT, cfg: dict | None = None) -> list[Path]:
+def site_pages(root, cfg: dict | None = None) -> list[Path]:
     """The pages the site renders: `project.render` globs expanded under `root` (root-relative paths)."""
     root = Path(root); cfg = read_site_config(root) if cfg is None else cfg
     globs = (cfg.get("project") or {}).get("render") or ["**/*.qmd", "**/*.ipynb", "**/*.md"]
@@ -138,7 +137,7 @@ def _nav_items(entries, root: Path, pages: list[str], titles: dict) -> tuple:
 def _glob_re(g: str) -> str:
     return "".join(".*" if c == "*" else "[^/]" if c == "?" else c if c in "[]-^" else re.escape(c) for c in g)
 
-def site_nav(root=REPO_ROOT, cfg: dict | None = None, titles: dict | None = None) -> SiteNav:
+def site_nav(root, cfg: dict | None = None, titles: dict | None = None) -> SiteNav:
     """The navbar and sidebars of `_quarto.yml` (`titles`: page -> title overrides)."""
     root = Path(root); cfg = read_site_config(root) if cfg is None else cfg
     web, titles = cfg.get("website") or {}, titles or {}
@@ -259,13 +258,14 @@ def _nbs_dir(root: Path) -> str:
 
 _LOCAL_LINK_RE = re.compile(r'\]\(([^)#\s:]+)(?:#[^)]*)?\)|\s(?:href|src)="([^"#:]+)(?:#[^"]*)?"')
 
-def stage_site(root=REPO_ROOT, stage=None, cfg: dict | None = None) -> tuple[Path, list[str]]:
+def stage_site(root, stage=None, cfg: dict | None = None, cache=None) -> tuple[Path, list[str]]:
     """Copy the site's sources into `stage` (default `<root>/_proc/site`), Library notebooks nbdev-processed; return it and warnings."""
     import nbformat
     root = Path(root).resolve(); cfg = read_site_config(root) if cfg is None else cfg
     stage = Path(stage) if stage else root / "_proc" / "site"
     if stage.exists(): shutil.rmtree(stage)
-    warns, lib, cache = [], _nbs_dir(root), root / ".cache" / "site"
+    warns, lib = [], _nbs_dir(root)
+    cache = Path(cache) if cache is not None else root / ".cache" / "site"
     files = [Path("_quarto.yml")] + [p.relative_to(root) for p in sorted((root / "reports").glob("*")) if p.is_file() and not p.name.startswith(".")]
     for rel in site_pages(root, cfg):
         dst = stage / rel
@@ -279,7 +279,7 @@ def stage_site(root=REPO_ROOT, stage=None, cfg: dict | None = None) -> tuple[Pat
         text = (root / rel).read_text(errors="replace")
         for m in _LOCAL_LINK_RE.finditer(text.replace('\\"', '"')):
             link = (root / rel).parent / (m.group(1) or m.group(2))
-            try: lrel = link.resolve().relative_to(root)
+            try: lrel = Path(os.path.normpath(link)).relative_to(root)   # not resolve(): data/ may be a symlink
             except ValueError: continue
             if link.is_file() and link.suffix not in (".ipynb", ".qmd", ".md") and not _is_ignored(lrel): files.append(lrel)
     for rel in dict.fromkeys(files):
@@ -548,23 +548,42 @@ class RenderResult(NamedTuple):
     seconds: float
     warnings: tuple
 
-def render_site(root=REPO_ROOT, out="_site", renderer: str = "auto", log: Callable[[str], None] | None = print) -> RenderResult:
-    """Generate the report pages, stage the sources, render them with Quarto (if installed) or nbconvert into `out`."""
-    t0, root = time.time(), Path(root).resolve()
-    out = Path(out) if Path(out).is_absolute() else root / out
+def site_root(project, data_dir, root) -> tuple[Path, list]:
+    """Lay out, in the empty folder `root`, what the site is built from: its config, the Library (a checkout's
+    `nbs/`, when the project has one and its own `_quarto.yml`), the data and the generated report pages; (root, runs)."""
+    project, root = Path(project).resolve(), Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    library = (project / "_quarto.yml").exists() and (project / _nbs_dir(project)).is_dir()
+    shutil.copy(project / "_quarto.yml" if (project / "_quarto.yml").exists() else package_asset("site/_quarto.yml"),
+                root / "_quarto.yml")
+    if library:
+        (root / _nbs_dir(project)).symlink_to(project / _nbs_dir(project), target_is_directory=True)
+        if (project / "pyproject.toml").exists(): shutil.copy(project / "pyproject.toml", root / "pyproject.toml")
+    (root / "data").symlink_to(Path(data_dir).resolve(), target_is_directory=True)
+    runs = find_runs(root / "data")   # read through the link, so that the pages' links stay inside the site
+    write_report_pages(root, runs)
+    return root, runs
+
+def render_site(data_dir="data", out="_site", project=None, renderer: str = "auto",
+                log: Callable[[str], None] | None = print) -> RenderResult:
+    """Render the report of every run under `data_dir` into `out` (Quarto if installed, else nbconvert); see above."""
+    t0 = time.time()
+    project = Path(project or Path.cwd()).resolve()
+    out, data_dir = Path(out).expanduser().absolute(), Path(data_dir).expanduser()
     if renderer not in ("auto", "quarto", "nbconvert"): raise ReportError(f"renderer must be 'auto', 'quarto' or 'nbconvert', not {renderer!r}.")
     use = renderer if renderer != "auto" else ("quarto" if shutil.which("quarto") else "nbconvert")
     if use == "quarto" and not shutil.which("quarto"): raise ReportError("Quarto is not on PATH: install it from quarto.org, or use renderer='nbconvert'.")
-    if out.exists() and any(out.iterdir()) and not (out / "site_libs").exists():
-        raise ReportError(f"{out} exists and is not a rendered site (no site_libs/): choose another output folder.")
-    runs = find_runs(root / "data")
-    write_report_pages(root, runs)
-    cfg = read_site_config(root)
-    stage, warns = stage_site(root, cfg=cfg)
-    if use == "quarto": pages = _render_quarto(stage, out)
-    else: pages, more = _render_nbconvert(stage, out, read_site_config(stage)); warns += more
-    warns += install_site_assets(out, shell=(use == "nbconvert"))
-    _write_root_index(out, stage, read_site_config(stage))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "site_libs").exists())):
+        raise ReportError(f"{out} exists and is not a rendered site (no site_libs/): choose another --site-dir.")
+    if not data_dir.is_dir(): raise ReportError(f"No data dir {data_dir}: run `llm-biology run` first, or pass --data-dir.")
+    with tempfile.TemporaryDirectory(prefix="llmb-site-") as tmp:
+        root, runs = site_root(project, data_dir, Path(tmp) / "site")
+        stage, warns = stage_site(root, Path(tmp) / "stage", read_site_config(root), cache=project / ".cache" / "site"
+                                  if (root / _nbs_dir(root)).exists() else Path(tmp) / "cache")
+        if use == "quarto": pages = _render_quarto(stage, out)
+        else: pages, more = _render_nbconvert(stage, out, read_site_config(stage)); warns += more
+        warns += install_site_assets(out, shell=(use == "nbconvert"))
+        _write_root_index(out, stage, read_site_config(stage))
     res = RenderResult(use, out, tuple(pages), tuple(r.slug for r in runs), round(time.time() - t0, 2), tuple(warns))
     if log:
         why = " (Quarto not found)" if renderer == "auto" and use == "nbconvert" else ""

@@ -37,7 +37,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     "A project with a few Library notebooks and one tiny run of every stage that has a template, rendered."
-    from llm_biology.cli import STAGES, TEMPLATES_DIR, run_pipeline
+    from llm_biology.cli import STAGES, templates_dir, run_pipeline
     from llm_biology.core import LLMBiologyError, RunConfig, model_paths
     from llm_biology.report import render_site
     from llm_biology.testing import tiny_hub
@@ -46,18 +46,19 @@ def site(tmp_path_factory):
     (root / "nbs").mkdir()
     for nb in LIBRARY: shutil.copy(ROOT / "nbs" / nb, root / "nbs" / nb)
     hub = tiny_hub()
-    cfg = RunConfig(model=hub.model_id, transcoders=hub.transcoder_ids["jumprelu"], data_dir=str(root / "data"), n_prompts=2)
+    cfg = RunConfig(model=hub.model_id, transcoders=hub.transcoder_ids["jumprelu"], data_dir=str(root / "data"), n_prompts=2,
+                    include_failed=True, n_control_draws=2, max_feature_nodes=64)  # the random tiny model fails every baseline
     done = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_CACHE", str(hub.cache_dir))  # the papermill kernels inherit these
         mp.setenv("HF_HUB_OFFLINE", "1")
         for st in STAGES:  # whichever stages exist, in order, up to the first that fails
-            if not (TEMPLATES_DIR / st.template).exists(): break
+            if not (templates_dir() / st.template).exists(): break
             try: run_pipeline(cfg, st.name, log=lambda s: None)
             except LLMBiologyError as e:
                 warnings.warn(f"stage {st.name} failed; the site shows the stages before it: {e}"); break
             done.append(st.name)
-        res = render_site(root, out=root / "_site", log=None)
+        res = render_site(root / "data", out=root / "_site", project=root, log=None)
     return {"root": root, "res": res, "stages": done, "slug": model_paths(cfg.model, cfg.data_dir).root.name,
             "shots": tmp_path_factory.mktemp("screenshots")}
 
@@ -140,8 +141,8 @@ def test_landing_page_content(site, server, browser):
         }""")
         page.wait_for_selector(".hoverlayer .hovertext", timeout=5000)
         hover = page.text_content(".hoverlayer")  # SVG text: inner_text works on HTML elements only
-        for field in ("layer:", "feature:", "activation:", "influence:"): assert field in hover, hover
-        assert "Main circuit" in text
+        for field in ("layer:", "feature:", "activation:", "effect:"): assert field in hover, hover
+        assert "Circuit, class" in text
     if "interventions" in stages:
         assert page.locator('.llmb-graph[data-figure^="faithfulness"][data-rendered=plotly]').count() > 0, "no faithfulness figure"
         assert "Faithfulness" in text

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llm_biology.baseline import evaluate_behaviour
-from llm_biology.core import BEHAVIOURS, REPO_ROOT, get_model_spec
+from llm_biology.core import BEHAVIOURS, get_model_spec
 from llm_biology.models import capture_mlp, load_model
 from llm_biology.prompts import generate_prompts
 from llm_biology.transcoders import check_fits, load_transcoders, reconstruction_metrics
@@ -40,7 +40,7 @@ def test_demo_transcoders_explain_held_out_mlp_outputs(demo):
 def test_demo_transcoders_load_in_circuit_tracer():
     from circuit_tracer import ReplacementModel
     spec = get_model_spec("demo")
-    rm = ReplacementModel.from_pretrained(spec.model_ref(), str((REPO_ROOT / spec.transcoders).resolve()),
+    rm = ReplacementModel.from_pretrained(spec.model_ref(), spec.transcoder_ref(),
                                           backend="nnsight", dtype=torch.float32)
     assert rm.transcoders.n_layers == spec.n_layers
     assert rm.transcoders.d_transcoder == spec.d_transcoder
