@@ -324,6 +324,13 @@ def run_pipeline(cfg: RunConfig, stages: str | Sequence[str] | None = None, forc
     log(f"Run of {cfg.model} finished in {time.time() - t_run:.1f} s; results in {paths.root}")
     return RunResult(cfg, paths.root, results, paths.run_json)
 
+def _relative_paths(nb_path: Path, template: str, name: str) -> None:
+    "Record the template and the output by name, not by absolute path (results move between machines)."
+    nb = nbformat_read(nb_path)
+    pm_meta = nb.metadata.get("papermill", {})
+    pm_meta.update(input_path=f"llm_biology/assets/templates/{template}", output_path=name)
+    nb_path.write_text(nbformat.writes(nb))
+
 def _execute(st: Stage, cfg: RunConfig, tdir: Path, out_nb: Path) -> float:
     "Execute one stage's template into `out_nb`; one-line errors; the failed notebook is kept."
     import papermill as pm
@@ -333,12 +340,14 @@ def _execute(st: Stage, cfg: RunConfig, tdir: Path, out_nb: Path) -> float:
     try:
         with _kernel_env():
             pm.execute_notebook(str(tdir / st.template), str(tmp_nb), parameters=stage_parameters(cfg),
-                                kernel_name="python3", progress_bar=False, cwd=os.getcwd())
+                                kernel_name="python3", progress_bar=False, cwd=os.getcwd(),
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no TCP notice
     except (KeyboardInterrupt, SystemExit):
         tmp_nb.unlink(missing_ok=True); raise
     except Exception as e:
         if tmp_nb.exists(): os.replace(tmp_nb, failed)
         raise stage_error(st.name, e, Path(os.path.abspath(failed))) from None
+    _relative_paths(tmp_nb, st.template, out_nb.name)
     os.replace(tmp_nb, out_nb)
     failed.unlink(missing_ok=True)
     return time.time() - t0

@@ -444,8 +444,10 @@ def load_transcoders(ref: str | Path, layers: Sequence[int] | None = None, devic
     ref_s = str(ref)
     if isinstance(ref, str) and ref in MODEL_REGISTRY:
         spec = MODEL_REGISTRY[ref]
-        return load_transcoders(spec.transcoder_ref(), layers, device, dtype, lazy,
-                                revision or spec.transcoder_revision, cache_dir)
+        tcs = load_transcoders(spec.transcoder_ref(), layers, device, dtype, lazy,
+                               revision or spec.transcoder_revision, cache_dir)
+        if spec.transcoders.startswith("package:"): tcs.ref = tcs.name = spec.transcoders  # no install path in records
+        return tcs
     folder = Path(ref_s).expanduser()
     hub = None if folder.is_dir() else parse_hub_ref(ref_s)
     if folder.is_dir():
