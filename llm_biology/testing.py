@@ -17,10 +17,10 @@ from .core import LLMBiologyError, atomic_write
 
 # %% auto #0
 __all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'DASHSCOPE_WHEEL', 'QWEN_RANKS_FILE', 'QWEN_RANKS_SHA256',
-           'QWEN3_SPECIAL_TOKENS', 'QWEN3_N_SPECIAL', 'TINY_CORPUS', 'TINY_MODEL_ID', 'TINY_SHAPE',
+           'QWEN3_SPECIAL_TOKENS', 'QWEN3_N_SPECIAL', 'TINY_CORPUS', 'QWEN3_CONFIGS', 'TINY_MODEL_ID', 'TINY_SHAPE',
            'TINY_TRANSCODER_VARIANTS', 'build_qwen_tokenizer', 'TokenizerUnavailable', 'cache_root', 'qwen_bpe_ranks',
            'bpe_merges', 'build_qwen3_backend', 'qwen3_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model',
-           'make_random_transcoders', 'install_in_hub_cache', 'TinyHub', 'tiny_hub']
+           'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'install_in_hub_cache', 'TinyHub', 'tiny_hub']
 
 # %% ../nbs/03a_testing.ipynb #1cd389b4
 QWEN_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -204,6 +204,60 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, texts: Iterable[str] | N
             if name.endswith("norm.weight"): p.copy_(1 + 0.3 * torch.randn_like(p))
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
+    return out_dir
+
+# %% ../nbs/03a_testing.ipynb #ae325d06
+_QWEN3_SHAPES = (  # size, hidden_size, intermediate_size, num_hidden_layers, heads, kv heads, tied embeddings
+    ("0.6B", 1024, 3072, 28, 16, 8, True), ("1.7B", 2048, 6144, 28, 16, 8, True),
+    ("4B", 2560, 9728, 36, 32, 8, True), ("8B", 4096, 12288, 36, 32, 8, False),
+    ("14B", 5120, 17408, 40, 40, 8, False))
+QWEN3_CONFIGS: dict[str, dict] = {
+    size: dict(hidden_size=d, intermediate_size=i, num_hidden_layers=n, num_attention_heads=h,
+               num_key_value_heads=kv, head_dim=128, vocab_size=151936, tie_word_embeddings=tie,
+               rope_theta=1_000_000.0, rms_norm_eps=1e-6, max_position_embeddings=40960, max_window_layers=n,
+               hidden_act="silu", attention_bias=False, bos_token_id=151643, eos_token_id=151645)
+    for size, d, i, n, h, kv, tie in _QWEN3_SHAPES}
+
+def _qwen3_size(size: str) -> str:
+    "The `QWEN3_CONFIGS` key of '0.6B', '0.6b', 'qwen3-0.6b' or 'Qwen/Qwen3-0.6B'."
+    s = str(size).strip().split("/")[-1].lower().removeprefix("qwen3-")
+    for k in QWEN3_CONFIGS:
+        if k.lower() == s: return k
+    raise LLMBiologyError(f"Unknown Qwen3 size {size!r}. Known sizes: {', '.join(QWEN3_CONFIGS)}.")
+
+def qwen3_config(size: str, n_layers: int | None = None, **overrides):
+    """The real `Qwen3Config` of `size` ('0.6B' ... '14B'), optionally cut to its first `n_layers` layers."""
+    from transformers import Qwen3Config
+    kw = dict(QWEN3_CONFIGS[_qwen3_size(size)])
+    if n_layers is not None:
+        if not isinstance(n_layers, int) or not 1 <= n_layers <= kw["num_hidden_layers"]:
+            raise LLMBiologyError(f"n_layers must be an integer from 1 to {kw['num_hidden_layers']} for "
+                                  f"Qwen3-{size}, not {n_layers!r}.")
+        kw.update(num_hidden_layers=n_layers, max_window_layers=n_layers)
+    return Qwen3Config(**{**kw, **overrides})
+
+# %% ../nbs/03a_testing.ipynb #5c58a1c6
+def make_qwen3_model(out_dir: str | Path, size: str, dtype: str | torch.dtype = "bfloat16",
+                     n_layers: int | None = None, seed: int = 0, tokenizer=None) -> Path:
+    """Save a random-weight `Qwen3ForCausalLM` of a real Qwen3 shape, and the real tokenizer, to `out_dir`."""
+    from transformers import AutoModelForCausalLM
+    dt = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise LLMBiologyError(f"Unknown dtype {dtype!r}; use 'bfloat16', 'float16' or 'float32'.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise LLMBiologyError(f"{out_dir} exists and is not empty. Fix: pass a new folder or delete it.")
+    cfg = qwen3_config(size, n_layers)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tok = qwen3_tokenizer() if tokenizer is None else tokenizer  # before the slow part: fails fast offline
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dt).eval()
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(build, safe_serialization=True); del model
+        tok.save_pretrained(build)
+        os.replace(build, out_dir)
+    finally: shutil.rmtree(build, ignore_errors=True)
     return out_dir
 
 # %% ../nbs/03a_testing.ipynb #54d6f039
