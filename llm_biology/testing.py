@@ -20,7 +20,8 @@ __all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'DASHSCOPE_WHEEL', 'QWEN_R
            'QWEN3_SPECIAL_TOKENS', 'QWEN3_N_SPECIAL', 'TINY_CORPUS', 'QWEN3_CONFIGS', 'TINY_MODEL_ID', 'TINY_SHAPE',
            'TINY_TRANSCODER_VARIANTS', 'build_qwen_tokenizer', 'TokenizerUnavailable', 'cache_root', 'qwen_bpe_ranks',
            'bpe_merges', 'build_qwen3_backend', 'qwen3_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model',
-           'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'install_in_hub_cache', 'TinyHub', 'tiny_hub']
+           'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'make_published_transcoders',
+           'install_in_hub_cache', 'TinyHub', 'tiny_hub']
 
 # %% ../nbs/03a_testing.ipynb #1cd389b4
 QWEN_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -282,6 +283,64 @@ def make_random_transcoders(out_dir: str | Path, n_layers: int, d_model: int, d_
            "feature_output_hook": feature_output_hook}
     if layout == "list": cfg["transcoders"] = [str(out_dir / f"layer_{l}.safetensors") for l in range(n_layers)]
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out_dir
+
+# %% ../nbs/03a_testing.ipynb #15eb952f
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+def _write_streamed(path: Path, tensors: dict[str, tuple[tuple[int, ...], Iterable[torch.Tensor]]],
+                    dtype: torch.dtype) -> None:
+    "Write a safetensors file tensor by tensor, block by block: `tensors` maps name -> (shape, blocks)."
+    size, header, off = torch.empty(0, dtype=dtype).element_size(), {}, 0
+    for name, (shape, _) in tensors.items():
+        n = math.prod(shape) * size
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                        "data_offsets": [off, off + n]}
+        off += n
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # the reference writer pads the header to 8 bytes
+    with atomic_write(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h))); f.write(h)
+        for name, (shape, blocks) in tensors.items():
+            start, end = header[name]["data_offsets"]
+            for b in blocks:
+                buf = b.to(dtype).contiguous().reshape(-1).view(torch.uint8).numpy()
+                f.write(buf); start += buf.nbytes
+            if start != end: raise RuntimeError(f"{name}: the blocks do not fill its shape {shape}")
+
+def _unit_rows(g: torch.Generator, n: int, d: int, chunk: int) -> Iterator[torch.Tensor]:
+    "`n` random unit vectors in `d` dimensions, `chunk` rows at a time."
+    for s in range(0, n, chunk):
+        w = torch.randn(min(chunk, n - s), d, generator=g)
+        yield w.div_(w.norm(dim=1, keepdim=True))
+
+# %% ../nbs/03a_testing.ipynb #7e5e8c28
+def make_published_transcoders(out_dir: str | Path, n_layers: int, d_model: int, d_transcoder: int = 163840,
+                               l0: float = 64, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                               chunk: int = 16384) -> Path:
+    """Write random ReLU transcoders in the published Qwen3 format (about `l0` active features per token)."""
+    sizes = dict(n_layers=n_layers, d_model=d_model, d_transcoder=d_transcoder, chunk=chunk)
+    for name, v in sizes.items():
+        if not isinstance(v, int) or v < 1:
+            raise LLMBiologyError(f"{name} must be a positive integer, not {v!r}.")
+    if not 0 < l0 < d_transcoder:
+        raise LLMBiologyError(f"l0 (features active per token) must lie between 0 and "
+                              f"d_transcoder={d_transcoder}, not {l0!r}.")
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise LLMBiologyError(f"dtype must be one of {list(_SAFETENSORS_DTYPES)}, not {dtype!r}.")
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    z = statistics.NormalDist().inv_cdf(1 - l0 / d_transcoder)
+    for layer in range(n_layers):
+        g = torch.Generator().manual_seed(seed * 100_003 + layer)
+        _write_streamed(out_dir / f"layer_{layer}.safetensors", {
+            "W_enc": ((d_transcoder, d_model), _unit_rows(g, d_transcoder, d_model, chunk)),
+            "W_dec": ((d_transcoder, d_model), _unit_rows(g, d_transcoder, d_model, chunk)),
+            "b_enc": ((d_transcoder,), [torch.full((d_transcoder,), -z)]),
+            "b_dec": ((d_model,), [0.01 * torch.randn(d_model, generator=g)])}, dtype)
+    cfg = {"model_kind": "transcoder_set", "feature_input_hook": "mlp.hook_in",
+           "feature_output_hook": "mlp.hook_out"}
+    with atomic_write(out_dir / "config.yaml") as f: f.write(yaml.safe_dump(cfg, sort_keys=False))
     return out_dir
 
 # %% ../nbs/03a_testing.ipynb #49549b2e
