@@ -1,4 +1,4 @@
-"""Tiny Qwen3 models, Qwen-style tokenizers and transcoder sets in the real on-disk formats, for tests and the demo.
+"""Tiny and real-shape Qwen3s, the real Qwen3 tokenizer, transcoder sets in the real formats: test fixtures.
 
 Docs: https://llm-biology.github.io/llm_biology/testing.html.md"""
 
@@ -6,18 +6,21 @@ Docs: https://llm-biology.github.io/llm_biology/testing.html.md"""
 
 # %% ../nbs/03a_testing.ipynb #5c7e275f
 from __future__ import annotations
-import hashlib, os, shutil, tempfile
+import base64, hashlib, json, math, os, shutil, statistics, struct, subprocess, sys, tempfile, zipfile
 from pathlib import Path
-from typing import NamedTuple, Iterable
+from typing import NamedTuple, Iterable, Iterator
 
 import torch, yaml
 from safetensors.torch import save_file
 
-from .core import LLMBiologyError
+from .core import LLMBiologyError, atomic_write
 
 # %% auto #0
-__all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'TINY_CORPUS', 'TINY_MODEL_ID', 'TINY_SHAPE', 'TINY_TRANSCODER_VARIANTS',
-           'build_qwen_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model', 'make_random_transcoders',
+__all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'DASHSCOPE_WHEEL', 'QWEN_RANKS_FILE', 'QWEN_RANKS_SHA256',
+           'QWEN3_SPECIAL_TOKENS', 'QWEN3_N_SPECIAL', 'TINY_CORPUS', 'QWEN3_CONFIGS', 'TINY_MODEL_ID', 'TINY_SHAPE',
+           'TINY_TRANSCODER_VARIANTS', 'build_qwen_tokenizer', 'TokenizerUnavailable', 'cache_root', 'qwen_bpe_ranks',
+           'bpe_merges', 'build_qwen3_backend', 'qwen3_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model',
+           'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'make_published_transcoders',
            'install_in_hub_cache', 'TinyHub', 'tiny_hub']
 
 # %% ../nbs/03a_testing.ipynb #1cd389b4
@@ -41,6 +44,126 @@ def build_qwen_tokenizer(texts: Iterable[str], vocab_size: int | None = None,
     tok.train_from_iterator(list(texts), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                    unk_token=None, bos_token=None, clean_up_tokenization_spaces=False)
+
+# %% ../nbs/03a_testing.ipynb #201339e9
+DASHSCOPE_WHEEL = "dashscope==2.0.2"  # the pip requirement whose wheel ships Qwen's BPE ranks
+QWEN_RANKS_FILE = "dashscope/resources/qwen.tiktoken"
+QWEN_RANKS_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+QWEN3_SPECIAL_TOKENS = (  # ids 151643.. in this order; the first 14 are `special` (skipped by decode)
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
+    "</tool_response>", "<think>", "</think>")
+QWEN3_N_SPECIAL = 14  # <tool_call> and later are plain added tokens in Qwen3's tokenizer.json
+
+class TokenizerUnavailable(LLMBiologyError):
+    """The wheel holding Qwen's BPE ranks cannot be fetched (no access to PyPI and no `wheel_dir`)."""
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The folder for built fixtures: `cache_dir`, else `$LLMB_CACHE`, else `~/.cache/llm_biology`."""
+    root = cache_dir or os.environ.get("LLMB_CACHE") or Path.home() / ".cache" / "llm_biology"
+    return Path(root).expanduser()
+
+# %% ../nbs/03a_testing.ipynb #c042d900
+def _fetch_wheel(dest: Path, wheel_dir: str | Path | None) -> Path:
+    "Download the dashscope wheel into `dest` (from `wheel_dir` only, when given) and return its path."
+    where = ["--no-index", "--find-links", str(wheel_dir)] if wheel_dir is not None else []
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
+           "--disable-pip-version-check", "--retries", "2", "--timeout", "20", *where, "-d", str(dest),
+           DASHSCOPE_WHEEL]
+    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e: r = subprocess.CompletedProcess(cmd, -1, "", str(e))
+    wheels = sorted(dest.glob("dashscope-*.whl"))
+    if r.returncode == 0 and wheels: return wheels[0]
+    lines = [l.strip() for l in r.stderr.splitlines() if l.strip()]
+    why = lines[-1] if lines else f"exit status {r.returncode}"
+    src = f"the folder {wheel_dir}" if wheel_dir is not None else "PyPI"
+    raise TokenizerUnavailable(
+        f"Could not fetch the {DASHSCOPE_WHEEL} wheel (it holds Qwen's BPE ranks) from {src}: "
+        f"`pip download` said: {why}. Fix: give this machine access to PyPI (or a mirror through "
+        f"PIP_INDEX_URL), or run `pip download --no-deps {DASHSCOPE_WHEEL}` on a machine that has it "
+        "and pass that folder as wheel_dir=.")
+
+def qwen_bpe_ranks(wheel_dir: str | Path | None = None) -> dict[bytes, int]:
+    """Qwen's byte-level BPE ranks (token bytes -> id), read from the dashscope wheel, not installed."""
+    with tempfile.TemporaryDirectory(prefix="llmb-dashscope-") as tmp:
+        whl = _fetch_wheel(Path(tmp), wheel_dir)
+        try:
+            with zipfile.ZipFile(whl) as z: data = z.read(QWEN_RANKS_FILE)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise LLMBiologyError(f"{whl.name} has no readable {QWEN_RANKS_FILE} ({e}). Fix: use the "
+                                  f"pinned wheel {DASHSCOPE_WHEEL} (delete any other copy in wheel_dir).")
+    if (h := hashlib.sha256(data).hexdigest()) != QWEN_RANKS_SHA256:
+        raise LLMBiologyError(f"{QWEN_RANKS_FILE} in {whl.name} has SHA-256 {h}, not the expected "
+                              f"{QWEN_RANKS_SHA256}: the file changed. Fix: use the wheel {DASHSCOPE_WHEEL}.")
+    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines())}
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise LLMBiologyError(f"The ranks in {QWEN_RANKS_FILE} are not 0..{len(ranks) - 1} without gaps "
+                              f"or repeats. Fix: use the pinned wheel {DASHSCOPE_WHEEL}.")
+    return ranks
+
+# %% ../nbs/03a_testing.ipynb #87e26755
+def bpe_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The BPE merges implied by byte-level ranks, in rank order (one per multi-byte token)."""
+    merges = []
+    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(tok) == 1: continue
+        parts = [tok[i:i + 1] for i in range(len(tok))]
+        while len(parts) > 2:
+            best, at = rank, -1
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < best: best, at = r, i
+            if at < 0: break
+            parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        if len(parts) != 2 or ranks.get(parts[0], rank) >= rank or ranks.get(parts[1], rank) >= rank:
+            raise LLMBiologyError(f"Token {tok!r} (rank {rank}) is not the merge of two lower-ranked tokens "
+                                  f"(BPE on its bytes stops at {parts}), so these ranks are not a byte-level "
+                                  "BPE vocabulary. Fix: pass byte-level BPE ranks (every byte ranked).")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+# %% ../nbs/03a_testing.ipynb #407350ab
+def build_qwen3_backend(ranks: dict[bytes, int]):
+    """A `tokenizers.Tokenizer` with Qwen3's BPE, pre-tokenizer, normalizer, decoder and added tokens."""
+    from tokenizers import Tokenizer, Regex, AddedToken, models, pre_tokenizers, decoders, normalizers
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    b2u = bytes_to_unicode()
+    text = lambda b: "".join(b2u[x] for x in b)
+    tk = Tokenizer(models.BPE(vocab={text(t): r for t, r in ranks.items()},
+                              merges=[(text(a), text(b)) for a, b in bpe_merges(ranks)],
+                              unk_token=None, fuse_unk=False, byte_fallback=False))
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tk.decoder = decoders.ByteLevel()
+    tk.add_tokens([AddedToken(t, normalized=False, special=i < QWEN3_N_SPECIAL)
+                   for i, t in enumerate(QWEN3_SPECIAL_TOKENS)])
+    return tk
+
+# %% ../nbs/03a_testing.ipynb #14668933
+_QWEN3_TOKENIZER_BUILD = 1  # bump when build_qwen3_backend changes
+
+def qwen3_tokenizer(cache_dir: str | Path | None = None, wheel_dir: str | Path | None = None):
+    """The real Qwen3 tokenizer (151,669 tokens), built once from Qwen's BPE ranks and cached."""
+    key = hashlib.sha1(repr((QWEN_RANKS_SHA256, QWEN_SPLIT_REGEX, QWEN3_SPECIAL_TOKENS, QWEN3_N_SPECIAL,
+                             _QWEN3_TOKENIZER_BUILD)).encode()).hexdigest()[:10]
+    path = cache_root(cache_dir) / f"qwen3-tokenizer-{key}" / "tokenizer.json"
+    if not path.exists():
+        backend = build_qwen3_backend(qwen_bpe_ranks(wheel_dir))
+        with atomic_write(path) as f: f.write(backend.to_str())
+    from transformers import Qwen2TokenizerFast
+    try:
+        return Qwen2TokenizerFast(tokenizer_file=str(path), unk_token=None, bos_token=None,
+                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=list(QWEN3_SPECIAL_TOKENS[1:QWEN3_N_SPECIAL]),
+                                  clean_up_tokenization_spaces=False, split_special_tokens=False,
+                                  model_max_length=131072)
+    except Exception as e:
+        raise LLMBiologyError(f"The cached tokenizer {path} cannot be read ({type(e).__name__}: {e}). "
+                              "Fix: delete that file; the next call rebuilds it.") from e
 
 # %% ../nbs/03a_testing.ipynb #72b07600
 TINY_CORPUS = (
@@ -84,6 +207,60 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, texts: Iterable[str] | N
     tok.save_pretrained(out_dir)
     return out_dir
 
+# %% ../nbs/03a_testing.ipynb #ae325d06
+_QWEN3_SHAPES = (  # size, hidden_size, intermediate_size, num_hidden_layers, heads, kv heads, tied embeddings
+    ("0.6B", 1024, 3072, 28, 16, 8, True), ("1.7B", 2048, 6144, 28, 16, 8, True),
+    ("4B", 2560, 9728, 36, 32, 8, True), ("8B", 4096, 12288, 36, 32, 8, False),
+    ("14B", 5120, 17408, 40, 40, 8, False))
+QWEN3_CONFIGS: dict[str, dict] = {
+    size: dict(hidden_size=d, intermediate_size=i, num_hidden_layers=n, num_attention_heads=h,
+               num_key_value_heads=kv, head_dim=128, vocab_size=151936, tie_word_embeddings=tie,
+               rope_theta=1_000_000.0, rms_norm_eps=1e-6, max_position_embeddings=40960, max_window_layers=n,
+               hidden_act="silu", attention_bias=False, bos_token_id=151643, eos_token_id=151645)
+    for size, d, i, n, h, kv, tie in _QWEN3_SHAPES}
+
+def _qwen3_size(size: str) -> str:
+    "The `QWEN3_CONFIGS` key of '0.6B', '0.6b', 'qwen3-0.6b' or 'Qwen/Qwen3-0.6B'."
+    s = str(size).strip().split("/")[-1].lower().removeprefix("qwen3-")
+    for k in QWEN3_CONFIGS:
+        if k.lower() == s: return k
+    raise LLMBiologyError(f"Unknown Qwen3 size {size!r}. Known sizes: {', '.join(QWEN3_CONFIGS)}.")
+
+def qwen3_config(size: str, n_layers: int | None = None, **overrides):
+    """The real `Qwen3Config` of `size` ('0.6B' ... '14B'), optionally cut to its first `n_layers` layers."""
+    from transformers import Qwen3Config
+    kw = dict(QWEN3_CONFIGS[_qwen3_size(size)])
+    if n_layers is not None:
+        if not isinstance(n_layers, int) or not 1 <= n_layers <= kw["num_hidden_layers"]:
+            raise LLMBiologyError(f"n_layers must be an integer from 1 to {kw['num_hidden_layers']} for "
+                                  f"Qwen3-{size}, not {n_layers!r}.")
+        kw.update(num_hidden_layers=n_layers, max_window_layers=n_layers)
+    return Qwen3Config(**{**kw, **overrides})
+
+# %% ../nbs/03a_testing.ipynb #5c58a1c6
+def make_qwen3_model(out_dir: str | Path, size: str, dtype: str | torch.dtype = "bfloat16",
+                     n_layers: int | None = None, seed: int = 0, tokenizer=None) -> Path:
+    """Save a random-weight `Qwen3ForCausalLM` of a real Qwen3 shape, and the real tokenizer, to `out_dir`."""
+    from transformers import AutoModelForCausalLM
+    dt = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise LLMBiologyError(f"Unknown dtype {dtype!r}; use 'bfloat16', 'float16' or 'float32'.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise LLMBiologyError(f"{out_dir} exists and is not empty. Fix: pass a new folder or delete it.")
+    cfg = qwen3_config(size, n_layers)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tok = qwen3_tokenizer() if tokenizer is None else tokenizer  # before the slow part: fails fast offline
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dt).eval()
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(build, safe_serialization=True); del model
+        tok.save_pretrained(build)
+        os.replace(build, out_dir)
+    finally: shutil.rmtree(build, ignore_errors=True)
+    return out_dir
+
 # %% ../nbs/03a_testing.ipynb #54d6f039
 def make_random_transcoders(out_dir: str | Path, n_layers: int, d_model: int, d_transcoder: int,
                             activation: str = "jumprelu", skip: bool = False, dtype: torch.dtype = torch.float32,
@@ -106,6 +283,64 @@ def make_random_transcoders(out_dir: str | Path, n_layers: int, d_model: int, d_
            "feature_output_hook": feature_output_hook}
     if layout == "list": cfg["transcoders"] = [str(out_dir / f"layer_{l}.safetensors") for l in range(n_layers)]
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out_dir
+
+# %% ../nbs/03a_testing.ipynb #15eb952f
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+
+def _write_streamed(path: Path, tensors: dict[str, tuple[tuple[int, ...], Iterable[torch.Tensor]]],
+                    dtype: torch.dtype) -> None:
+    "Write a safetensors file tensor by tensor, block by block: `tensors` maps name -> (shape, blocks)."
+    size, header, off = torch.empty(0, dtype=dtype).element_size(), {}, 0
+    for name, (shape, _) in tensors.items():
+        n = math.prod(shape) * size
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                        "data_offsets": [off, off + n]}
+        off += n
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # the reference writer pads the header to 8 bytes
+    with atomic_write(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h))); f.write(h)
+        for name, (shape, blocks) in tensors.items():
+            start, end = header[name]["data_offsets"]
+            for b in blocks:
+                buf = b.to(dtype).contiguous().reshape(-1).view(torch.uint8).numpy()
+                f.write(buf); start += buf.nbytes
+            if start != end: raise RuntimeError(f"{name}: the blocks do not fill its shape {shape}")
+
+def _unit_rows(g: torch.Generator, n: int, d: int, chunk: int) -> Iterator[torch.Tensor]:
+    "`n` random unit vectors in `d` dimensions, `chunk` rows at a time."
+    for s in range(0, n, chunk):
+        w = torch.randn(min(chunk, n - s), d, generator=g)
+        yield w.div_(w.norm(dim=1, keepdim=True))
+
+# %% ../nbs/03a_testing.ipynb #7e5e8c28
+def make_published_transcoders(out_dir: str | Path, n_layers: int, d_model: int, d_transcoder: int = 163840,
+                               l0: float = 64, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                               chunk: int = 16384) -> Path:
+    """Write random ReLU transcoders in the published Qwen3 format (about `l0` active features per token)."""
+    sizes = dict(n_layers=n_layers, d_model=d_model, d_transcoder=d_transcoder, chunk=chunk)
+    for name, v in sizes.items():
+        if not isinstance(v, int) or v < 1:
+            raise LLMBiologyError(f"{name} must be a positive integer, not {v!r}.")
+    if not 0 < l0 < d_transcoder:
+        raise LLMBiologyError(f"l0 (features active per token) must lie between 0 and "
+                              f"d_transcoder={d_transcoder}, not {l0!r}.")
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise LLMBiologyError(f"dtype must be one of {list(_SAFETENSORS_DTYPES)}, not {dtype!r}.")
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    z = statistics.NormalDist().inv_cdf(1 - l0 / d_transcoder)
+    for layer in range(n_layers):
+        g = torch.Generator().manual_seed(seed * 100_003 + layer)
+        _write_streamed(out_dir / f"layer_{layer}.safetensors", {
+            "W_enc": ((d_transcoder, d_model), _unit_rows(g, d_transcoder, d_model, chunk)),
+            "W_dec": ((d_transcoder, d_model), _unit_rows(g, d_transcoder, d_model, chunk)),
+            "b_enc": ((d_transcoder,), [torch.full((d_transcoder,), -z)]),
+            "b_dec": ((d_model,), [0.01 * torch.randn(d_model, generator=g)])}, dtype)
+    cfg = {"model_kind": "transcoder_set", "feature_input_hook": "mlp.hook_in",
+           "feature_output_hook": "mlp.hook_out"}
+    with atomic_write(out_dir / "config.yaml") as f: f.write(yaml.safe_dump(cfg, sort_keys=False))
     return out_dir
 
 # %% ../nbs/03a_testing.ipynb #49549b2e
