@@ -153,11 +153,15 @@ def load_model(ref: str, device: str | torch.device = "cpu", dtype: str | torch.
     return _load_folder(folder, device, _resolve_dtype(dtype, device, spec), model_kwargs,
                         ref=str(ref), spec=spec, revision=commit)
 
+def _auto_tokenizer(folder: Path):
+    "The folder's tokenizer (Qwen3's pre-tokenizer regex is right: no Mistral regex patch, and no warning about it)."
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False, fix_mistral_regex=False)
+
 def load_tokenizer(ref: str, revision: str | None = None, cache_dir: str | Path | None = None):
     """The tokenizer of a registry slug, folder or hub id, without loading the model."""
-    from transformers import AutoTokenizer
     folder, _, _ = _model_source(ref, revision, cache_dir)
-    try: return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    try: return _auto_tokenizer(folder)
     except Exception as e:
         raise LLMBiologyError(f"Could not load the tokenizer of {ref} ({folder}): {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}. Fix: the folder needs tokenizer files "
@@ -201,12 +205,12 @@ def _load_folder(folder: Path, device, dtype, model_kwargs, **meta) -> LanguageM
     if not (folder / "config.json").exists():
         raise LLMBiologyError(f"{folder} has no config.json, so it is not a Hugging Face model folder. Point at the "
                               "folder that holds config.json and *.safetensors (written by `save_pretrained`).")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     weights = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "no *.safetensors file"
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=False, **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        tokenizer = _auto_tokenizer(folder)
     except Exception as e:  # OSError, ValueError, safetensors' errors on a truncated file, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LLMBiologyError(f"Could not load the model in {folder} ({weights}): {type(e).__name__}: {msg}. Fix: the "
