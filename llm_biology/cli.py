@@ -329,7 +329,7 @@ def _relative_paths(nb_path: Path, template: str, name: str) -> None:
     nb = nbformat_read(nb_path)
     pm_meta = nb.metadata.get("papermill", {})
     pm_meta.update(input_path=f"llm_biology/assets/templates/{template}", output_path=name)
-    nb_path.write_text(nbformat.writes(nb))
+    nb_path.write_text(_nb_text(nb))
 
 def _execute(st: Stage, cfg: RunConfig, tdir: Path, out_nb: Path) -> float:
     "Execute one stage's template into `out_nb`; one-line errors; the failed notebook is kept."

@@ -316,8 +316,13 @@ _BODY_TEMPLATE = """{%- extends 'base.html.j2' -%}
 def _exporter():
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-    return HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"llmb_body.j2": _BODY_TEMPLATE})],
-                        template_file="llmb_body.j2", exclude_input_prompt=True, exclude_output_prompt=True)
+    try:
+        return HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"llmb_body.j2": _BODY_TEMPLATE})],
+                            template_file="llmb_body.j2", exclude_input_prompt=True, exclude_output_prompt=True)
+    except ValueError as e:  # nbconvert installed without its share/jupyter/nbconvert/templates
+        raise ReportError(f"nbconvert cannot find its 'lab' template ({str(e).splitlines()[0]}). Fix: reinstall "
+                          "nbconvert into this environment (pip install --force-reinstall nbconvert), or set "
+                          "JUPYTER_PATH to the share/jupyter folder that holds nbconvert/templates.") from None
 
 def _md2html(text: str) -> str:
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
