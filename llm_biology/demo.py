@@ -21,7 +21,8 @@ from .prompts import (GRAMMAR_SUBJECTS, VERB_PAIRS, CAPITALS, SENTIMENT_WORDS, S
                                  prompt_pool, generate_prompts)
 from .testing import build_qwen_tokenizer, tiny_qwen3_config
 from .models import LanguageModel, logprob_diffs
-from .transcoders import Transcoder, save_transcoders, load_transcoders, reconstruction_metrics
+from .transcoders import (Transcoder, activation_function, save_transcoders, load_transcoders,
+                                     reconstruction_metrics)
 
 # %% auto #0
 __all__ = ['DemoError', 'filler_sentences', 'build_corpus', 'find_leaks', 'build_demo_tokenizer', 'DemoConfig', 'eval_records',
@@ -359,7 +360,7 @@ class _JumpReLU(torch.autograd.Function):
         d = z - theta
         on, window = d > 0, d.abs() < eps / 2
         ctx.save_for_backward(on, window, theta); ctx.eps = eps
-        return z * on
+        return activation_function(z, theta)   # the one JumpReLU; training adds only the pseudo-gradient
 
     @staticmethod
     def backward(ctx, g):

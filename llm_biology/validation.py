@@ -19,8 +19,8 @@ from .attribution import feature_direct_effects
 from .edits import InterventionError, LayerEdit, feature_edit, intervened_logit_diffs
 
 # %% auto #0
-__all__ = ['bootstrap_ci', 'ratio_ci', 'active_features', 'ControlDraws', 'draw_controls', 'Faithfulness', 'circuit_faithfulness',
-           'faithfulness_rows', 'is_monotone', 'graph_vs_intervention', 'agreement']
+__all__ = ['bootstrap_ci', 'ratio_ci', 'prompt_activations', 'ControlDraws', 'draw_controls', 'Faithfulness',
+           'circuit_faithfulness', 'faithfulness_rows', 'is_monotone', 'graph_vs_intervention', 'agreement']
 
 # %% ../nbs/07d_validation.ipynb #93628f94
 def bootstrap_ci(x, n_boot: int = 2000, seed: int = 456, level: float = 0.95) -> list | None:
@@ -44,7 +44,7 @@ def ratio_ci(num, den, n_boot: int = 2000, seed: int = 456, level: float = 0.95)
     return [float(np.quantile(r, a)), float(np.quantile(r, 1 - a))]
 
 # %% ../nbs/07d_validation.ipynb #8b9bb586
-def active_features(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, layers: Sequence[int],
+def prompt_activations(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, layers: Sequence[int],
                     batch_size: int = 8) -> list[dict]:
     """Per record: layer -> (feature indices, their max activations over positions >= 1), sorted by index."""
     ctx = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer).context for r in records]
@@ -125,7 +125,7 @@ def circuit_faithfulness(lm: LanguageModel, tcs: TranscoderSet, records: Sequenc
     if not records: raise InterventionError("No prompts to test the circuit on.")
     circuit = [(int(l), int(f)) for l, f in circuit]
     ks = tuple(sorted({min(int(k), len(circuit)) for k in ks}))
-    act = active_features(lm, tcs, records, {l for l, _ in circuit}, batch_size)
+    act = prompt_activations(lm, tcs, records, {l for l, _ in circuit}, batch_size)
     draws = {k: draw_controls(act, circuit[:k], n_draws, seed=seed + k) for k in ks}
     zero = lambda fs: [feature_edit(l, None, f, "zero") for l, f in fs]
     keep = lambda fs: [LayerEdit(l, None, 0.0, None, tuple(f for ll, f in fs if ll == l)) for l in sorted({l for l, _ in circuit})]
