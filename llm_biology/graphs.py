@@ -24,8 +24,8 @@ __all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEAT
            'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
            'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
            'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
-           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'write_frontend_graph', 'class_title',
-           'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
+           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'viewer_error_id', 'write_frontend_graph',
+           'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -574,7 +574,7 @@ def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph"
                             activation=float(g.activations[i]), clerp=labels.get(node_id(ids[i]), ""))
         elif kind == "error":
             _, l, p = ids[i]
-            nodes[i] = dict(node_id=f"{l}_-1_{p}", feature=-1, layer=str(l), ctx_idx=p,
+            nodes[i] = dict(node_id=viewer_error_id(l, p), feature=-1, layer=str(l), ctx_idx=p,
                             feature_type="mlp reconstruction error", jsNodeId=f"{l}_-1-{p}", influence=cum)
         elif kind == "token":
             p, v = ids[i][1], int(g.input_ids[ids[i][1]])
@@ -608,6 +608,10 @@ def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph"
 def viewer_feature_id(layer: int, pos: int, feature_idx: int) -> str:
     """A feature's node id in circuit-tracer's viewer JSON."""
     return f"{int(layer)}_{int(feature_idx)}_{int(pos)}"
+
+def viewer_error_id(layer: int, pos: int) -> str:
+    """An error node's id in the viewer JSON: feature index -1, so never a feature's id."""
+    return f"{int(layer)}_-1_{int(pos)}"
 
 def write_frontend_graph(model: dict, path) -> Path:
     """Write a frontend graph atomically and list it in the folder's `graph-metadata.json` (the viewer's index)."""
