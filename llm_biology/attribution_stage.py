@@ -19,15 +19,17 @@ import torch
 
 from . import attribution
 from .baseline import select_records
-from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, atomic_write, get_behaviour_spec,
-                              model_paths, save_figure, stage_run)
-from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph,
-                                class_title, circuit_features,
+from .core import (BEHAVIOURS, LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, atomic_write,
+                              get_behaviour_spec, model_paths, save_figure, stage_run)
+from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, annotate_frontend, as_graph,
+                                class_title, circuit_features, node_id,
                                 feature_table, frontend_graph, influence_series, normalized_abs, prompt_graph, prune,
                                 prune_topk, read_graph_json, target_weight_vector, write_frontend_graph, write_graph_json,
                                 write_graphml, _target_position)
 from .models import load_model
 from .transcoders import load_transcoders, check_fits
+from .interpret import (SUPERNODE_METHOD, build_catalogs, catalog_file, catalog_table, labels_of, load_corpus,
+                                   supernode_of, supernode_table, write_catalog)
 
 # %% auto #0
 __all__ = ['SCORE_COLUMNS', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph', 'plot_target_split',
@@ -241,7 +243,7 @@ def _score_row(rec, g, G) -> dict:
 # %% ../nbs/07a_attribution_stage.ipynb #1997725d
 def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[list, dict, dict, dict]:
     "Step 4 for one behaviour: (files, tables, figures, details)."
-    out, files, rows, graphs, profs = paths.attribution / b, [], [], [], []
+    files, rows, graphs, profs, fronts = [], [], [], [], []
     meta_common = dict(behaviour=b, split=cfg.split, model=cfg.model, pruning=cfg.pruning)
     for rec in records:
         g = attribute_record(lm, tcs, rec, cfg.max_feature_nodes)
@@ -253,11 +255,9 @@ def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[l
         G = prompt_graph(g, pr, 0, cfg.node_threshold, cfg.edge_threshold, meta, device=cfg.device)
         _label_outputs(G, lm.tokenizer)
         files.append(write_graph_json(G, prompt_graph_file(paths, b, rec.prompt_id), PROMPT_GRAPH_FORMAT))
-        files.append(write_frontend_graph(frontend_graph(g, pr, rec.prompt_id, scan, cfg.node_threshold, cfg.edge_threshold),
-                                          prompt_graph_file(paths, b, rec.prompt_id, frontend=True)))
+        fronts.append((rec.prompt_id, frontend_graph(g, pr, rec.prompt_id, scan, cfg.node_threshold, cfg.edge_threshold)))
         graphs.append(G); profs.append(layer_profile(g, device=cfg.device).assign(prompt_id=rec.prompt_id))
         rows.append(_score_row(rec, g, G))
-    files.append(out / "graph-metadata.json")
     agg_meta = dict(meta_common, transcoders=scan, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
                     max_feature_nodes=cfg.max_feature_nodes if cfg.max_feature_nodes is not None else -1,
                     behaviour_target="correct-incorrect")
@@ -268,8 +268,6 @@ def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[l
         gs = [G for G, r in zip(graphs, records) if label is None or r.label == label]
         agg = aggregate_graphs(gs, cfg.feature_frequency_threshold, agg_meta, class_label=label)
         name = label or "pooled"
-        files.append(write_graphml(agg, aggregated_graph_file(paths, b, cfg.split, label, "graphml"), AGGREGATED_GRAPH_FORMAT))
-        files.append(write_graph_json(agg, aggregated_graph_file(paths, b, cfg.split, label), AGGREGATED_GRAPH_FORMAT))
         aggs[name] = agg
         tables[f"features:{b}:{name}"] = feature_table(agg, 15)
         figures[f"top_features:{b}:{name}"] = save_figure(
@@ -286,7 +284,32 @@ def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[l
     first = graphs[0].graph
     figures[f"graph:{b}"] = save_figure(draw_graph(graphs[0], title=f"{b}, {first['prompt_id']}: {first['prompt']!r}"),
                                         paths.figures / f"attribution_graph_{b}.png", close=True)
-    return files, tables, figures, dict(graphs=graphs, aggregated=aggs, profile=profile)
+    return files, tables, figures, dict(graphs=graphs, aggregated=aggs, profile=profile, frontends=fronts)
+
+def _catalogs(cfg: RunConfig, lm, tcs, details: dict, paths) -> dict:
+    "Each analysed behaviour's feature catalog, from one scan of the corpus (cached beside the catalogs)."
+    if not details: return {}
+    corpus = load_corpus(cfg.corpus, lm.tokenizer, BEHAVIOURS, cfg.corpus_size, cfg.prompt_seed)
+    return build_catalogs(lm, tcs, {b: d["aggregated"] for b, d in details.items()}, corpus, cfg.catalog_features,
+                          batch_size=max(cfg.batch_size, 32), cache=paths.catalog / "corpus_scan.npz")
+
+def _write_circuit(cfg: RunConfig, paths, b: str, d: dict, cat: dict) -> list:
+    "Write a behaviour's catalog, its aggregated graphs with labels and supernodes, and the labelled viewer JSONs."
+    labels, sn = labels_of(cat), supernode_of(cat)
+    sn_label = {s["id"]: s["label"] for s in cat["supernodes"]}
+    files = [write_catalog(cat, catalog_file(paths, b))]
+    for name, agg in d["aggregated"].items():
+        for n, a in agg.nodes(data=True):
+            if n in labels: a.update(label=labels[n], supernode=sn[n], supernode_label=sn_label[sn[n]])
+        agg.graph["supernode_method"] = SUPERNODE_METHOD.format(threshold=0.4, gap=2)
+        label = None if name == "pooled" else name
+        files.append(write_graphml(agg, aggregated_graph_file(paths, b, cfg.split, label, "graphml"), AGGREGATED_GRAPH_FORMAT))
+        files.append(write_graph_json(agg, aggregated_graph_file(paths, b, cfg.split, label), AGGREGATED_GRAPH_FORMAT))
+    groups = [(f"{s['id']}: {s['label']}", [node_id(("feature", l, None, f)) for l, f in s["members"]])
+              for s in cat["supernodes"]]
+    for pid, fg in d["frontends"]:
+        files.append(write_frontend_graph(annotate_frontend(fg, labels, groups), prompt_graph_file(paths, b, pid, frontend=True)))
+    return files + [paths.attribution / b / "graph-metadata.json"]
 
 def _summary_row(b, scores, aggs) -> dict:
     s = scores
@@ -313,5 +336,9 @@ def run_attribution(cfg: RunConfig, lm=None, transcoders=None) -> StageResult:
             f, t, fg, d = _behaviour(cfg, lm, transcoders, b, records, paths, scan)
             files += f; tables.update(t); figures.update(fg); details[b] = d
             rows.append(_summary_row(b, t[f"scores:{b}"], d["aggregated"]))
+        for b, cat in _catalogs(cfg, lm, transcoders, details, paths).items():
+            files += _write_circuit(cfg, paths, b, details[b], cat)
+            details[b]["catalog"] = cat
+            tables[f"catalog:{b}"], tables[f"supernodes:{b}"] = catalog_table(cat), supernode_table(cat)
         tables["summary"] = pd.DataFrame(rows).set_index("behaviour") if rows else pd.DataFrame()
     return StageResult("attribution", cfg, tuple(files) + tuple(figures.values()), tables, figures, details)

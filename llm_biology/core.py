@@ -157,9 +157,9 @@ def analysis_layers(layers, n_layers: int) -> list[int]:
     return list(layers)
 
 # %% ../nbs/00_core.ipynb #3a91580a
-STAGE_NAMES = ("prompts", "baseline", "features", "attribution", "catalog", "interventions")
+STAGE_NAMES = ("prompts", "baseline", "features", "attribution", "interventions")
 _ALL, _MODEL = STAGE_NAMES, STAGE_NAMES[1:]
-_NUMERICS = ("baseline", "features", "attribution", "catalog", "interventions")
+_NUMERICS = ("baseline", "features", "attribution", "interventions")
 
 def _f(default, help: str, stages=(), **kw):
     return field(default=default, metadata=dict(help=help, stages=tuple(stages), **kw))
@@ -169,13 +169,13 @@ class RunConfig:
     """Every parameter of a pipeline run, with the spec's defaults."""
     model: str = _f("demo", "registry slug, Hugging Face id (org/name) or model folder", _ALL)
     transcoders: str | None = _f(None, "transcoder set: hub id[@revision][//subfolder] or folder (None: the registry's)",
-                                 ("features", "attribution", "catalog", "interventions"))
+                                 ("features", "attribution", "interventions"))
     behaviours: tuple[str, ...] = _f(BEHAVIOURS, "behaviours to run (comma-separated)", _ALL)
     split: str = _f("test", "prompt split the analysis stages use: train or test", _MODEL)
     n_prompts: int | None = _f(None, "prompts per behaviour (None: the whole split)", _MODEL)
     layers: tuple[int, ...] | str | None = _f(None, "analysis layers: a preset (early, middle, late, default, all) "
                                               "or layers and ranges like 0-4,15-20 (None: all)",
-                                              ("features", "catalog", "interventions"))
+                                              ("features", "interventions"))
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:<i>", _NUMERICS)
     dtype: str | None = _f(None, "float32, bfloat16 or float16 (None: float32 on CPU, the registry's dtype on GPU)", _NUMERICS)
     data_dir: str = _f("data", "where results go: <data_dir>/<model slug>/ (relative to the working directory)")
@@ -189,7 +189,7 @@ class RunConfig:
     n_test: int = _f(20, "test prompts per behaviour", ("prompts",))
     # baseline (Step 2) and which behaviours go on
     include_failed: bool = _f(False, "also analyse behaviours and prompts that fail their baseline",
-                              ("attribution", "catalog", "interventions"))
+                              ("attribution", "interventions"))
     # features (Step 3)
     top_k: int = _f(50, "top-k features kept per sample", ("features",))
     token_positions: str = _f("last_5", "positions whose features are extracted: last_<k> or all", ("features",))
@@ -205,9 +205,12 @@ class RunConfig:
     feature_frequency_threshold: float = _f(0.2, "aggregated graph: minimum share of prompts holding a feature",
                                             ("attribution",))
     # reading the circuit
-    corpus: str | None = _f(None, "feature catalog corpus: a text file (one context per line) or a Hugging Face "
-                            "dataset id (None: the behaviour pools and the shipped general text)", ("catalog",))
-    catalog_features: int = _f(20, "circuit features per behaviour and class that get a catalog card", ("catalog",))
+    corpus: str | None = _f(None, "feature catalog corpus: a .txt (one text per line) or .jsonl file, or a Hugging "
+                            "Face dataset file hf:org/name:path (None: the behaviour pools and the shipped general text)",
+                            ("attribution",))
+    corpus_size: int | None = _f(None, "feature catalog: a seeded sample of this many corpus texts (None: all)",
+                                 ("attribution",))
+    catalog_features: int = _f(20, "circuit features per behaviour that get a catalog card", ("attribution",))
     # interventions (Step 5)
     inhibition_factor: float = _f(1.0, "inhibition: a feature becomes -factor x its activation", ("interventions",))
     n_control_draws: int = _f(10, "random control draws per k", ("interventions",))
@@ -237,7 +240,7 @@ class RunConfig:
         for name in ("batch_size", "top_k", "top_k_edges", "n_control_draws", "catalog_features"):
             _check_int(name, getattr(self, name), 1)
         for name in ("n_train", "n_test"): _check_int(name, getattr(self, name), 0)
-        for name in ("n_prompts", "max_feature_nodes"):
+        for name in ("n_prompts", "max_feature_nodes", "corpus_size"):
             if getattr(self, name) is not None: _check_int(name, getattr(self, name), 1)
         for name in ("node_threshold", "edge_threshold", "feature_frequency_threshold"):
             v = getattr(self, name)

@@ -18,13 +18,15 @@ from .core import (LLMBiologyError, BEHAVIOURS, BEHAVIOUR_SPECS, MODEL_REGISTRY,
 from .baseline import metrics_json, read_baseline_metrics
 from .graphs import class_title, parse_node_id, read_graph_json
 from .attribution_stage import aggregated_graph_file, read_aggregated_graph, read_scores, scores_csv
-from .interventions import faithfulness_file, read_faithfulness_summary
+from .interventions import (SUPERNODE_COLUMNS, faithfulness_file, read_faithfulness_summary, read_table,
+                                       supernodes_file)
+from .interpret import catalog_file, read_catalog
 
 # %% auto #0
 __all__ = ['HEADLINE_K', 'SITE_CSS', 'THEME_SCSS', 'ReportError', 'graph_view', 'top_features', 'circuit_stats', 'graph_layout',
            'plotly_html', 'GraphFigure', 'graph_figure', 'ModelRun', 'load_run', 'find_runs', 'make_tiny_run',
-           'md_table', 'headline', 'faithfulness_figure', 'model_page', 'comparison_page', 'reports_index_page',
-           'reports_sidebar', 'write_report_pages']
+           'md_table', 'headline', 'faithfulness_figure', 'feature_card', 'circuit_in_words', 'model_page',
+           'comparison_page', 'reports_index_page', 'reports_sidebar', 'write_report_pages']
 
 # %% ../nbs/08a_figures.ipynb #4f7c87c0
 class ReportError(LLMBiologyError):
@@ -262,6 +264,8 @@ class ModelRun(NamedTuple):
     graphs: dict         # behaviour -> {class or "pooled": aggregated graph}
     faithfulness: dict   # behaviour -> validation summary
     notebooks: tuple     # executed stage notebooks, in stage order
+    catalogs: dict = {}      # behaviour -> feature catalog (interpret)
+    supernodes: dict = {}    # behaviour -> supernode ablation effects (DataFrame)
 
     @property
     def behaviours(self) -> list[str]:
@@ -297,7 +301,9 @@ def load_run(root) -> ModelRun:
     for d in sorted(p for p in paths.interventions.glob("*") if p.is_dir()):
         if faithfulness_file(paths, d.name).exists(): faith[d.name] = read_faithfulness_summary(faithfulness_file(paths, d.name))
     nbs = tuple(sorted(p for p in paths.notebooks.glob("[0-9]*.ipynb")))
-    return ModelRun(root.name, root, record, split, baseline, scores, graphs, faith, nbs)
+    cats = {b: read_catalog(catalog_file(paths, b)) for b in graphs if catalog_file(paths, b).exists()}
+    sne = {b: read_table(supernodes_file(paths, b), SUPERNODE_COLUMNS) for b in faith if supernodes_file(paths, b).exists()}
+    return ModelRun(root.name, root, record, split, baseline, scores, graphs, faith, nbs, cats, sne)
 
 def find_runs(data_dir) -> list[ModelRun]:
     """Every model run under `data_dir` (a folder with run.json or results), by slug."""
@@ -322,7 +328,7 @@ def make_tiny_run(data_dir, behaviours=("grammar_agreement", "arithmetic"), n_pr
     tcs = load_transcoders(hub.folders["jumprelu"])
     cfg = RunConfig(model=str(hub.folders["model"]), data_dir=str(data_dir), behaviours=tuple(behaviours), n_prompts=n_prompts,
                     n_train=2, n_test=2 * n_prompts, max_feature_nodes=48, include_failed=True, n_control_draws=2,
-                    feature_frequency_threshold=0.5)
+                    feature_frequency_threshold=0.5, corpus_size=100)
     for run in (run_prompts, run_baseline, run_attribution, run_interventions): run(cfg, lm, tcs)
     root = model_paths(cfg.model, cfg.data_dir).root
     rec = new_run_record(); rec["config"] = {**cfg.to_dict(), "model": "tiny-qwen3"}
@@ -421,6 +427,61 @@ def _circuit_section(b: str, name: str, g, page: Path, run: ModelRun) -> str:
                         [[n["id"], n.get("label") or "", n.get("role"), n["effect"], n.get("frequency"), n["activation"]] for n in feats]))
     return "".join(out)
 
+def _tokens_html(ex: dict) -> str:
+    "An example's tokens, each shaded by the feature's activation there (the peak outlined)."
+    top = max(ex["max_activation"], 1e-12)
+    spans = []
+    for i, (t, a) in enumerate(zip(ex["tokens"], ex["activations"])):
+        if i == 0: continue   # the attention sink
+        style = f"background: rgba(230, 120, 20, {min(max(a, 0.0) / top, 1.0):.2f})"
+        cls = "llmb-tok llmb-peak" if i == ex["max_pos"] else "llmb-tok"
+        spans.append(f'<span class="{cls}" style="{style}" title="{a:.3g}">{html.escape(t)}</span>')
+    return "".join(spans)
+
+def feature_card(card: dict, behaviour: str, sn_label: str | None = None, n_examples: int = 5) -> str:
+    """HTML of one circuit feature's card: label, logit effects, top examples highlighted, class means."""
+    eff = lambda xs: ", ".join(f"<code>{html.escape(repr(t))}</code> {v:+.3g}" for t, v in xs[:6])
+    means = {k.split("/", 1)[-1]: v for k, v in card["class_means"].items() if k.startswith(behaviour + "/") or k == "general"}
+    roles = "; ".join(f"{html.escape(c)}: {v['role']} ({v['mean_effect']:+.3g})" for c, v in card["classes"].items())
+    exs = "".join(f'<li><span class="llmb-ex">{_tokens_html(e)}</span> <small>max {e["max_activation"]:.3g}</small></li>'
+                  for e in card["examples"][:n_examples])
+    return (f'<div class="llmb-card" id="card-{behaviour}-{card["id"]}"><div class="llmb-card-title"><code>{card["id"]}</code> '
+            f'{html.escape(card["label"])}</div>'
+            + (f'<div class="llmb-card-sn">supernode {html.escape(sn_label)}</div>' if sn_label else "")
+            + f'<div><b>role</b>: {roles or "–"}</div>'
+            f'<div><b>promotes</b>: {eff(card["logit_effects"]["top"])}</div>'
+            f'<div><b>suppresses</b>: {eff(card["logit_effects"]["bottom"])}</div>'
+            f'<div><b>mean activation</b>: {", ".join(f"{html.escape(k)} {v:.3g}" for k, v in means.items()) or "–"}; '
+            f'fires on {100 * card["frequency"]:.2g}% of tokens, {100 * card["text_frequency"]:.2g}% of texts</div>'
+            f'<ol class="llmb-examples">{exs}</ol></div>')
+
+def circuit_in_words(catalog: dict, effects=None) -> str:
+    """The supernodes in layer order: label, class, role, size and their measured effect when ablated."""
+    eff = {} if effects is None else {r.supernode: r for r in effects.itertuples()}
+    rows = []
+    for s in catalog["supernodes"]:
+        layers = sorted({l for l, _ in s["members"]})
+        e = eff.get(s["id"])
+        drop = "–" if e is None or e.mean_drop is None or e.mean_drop != e.mean_drop else \
+            f"{_fmt(e.mean_drop)} [{_fmt(e.ci_low)}, {_fmt(e.ci_high)}] (n={e.n_prompts})"
+        rows.append([s["id"], f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}-L{layers[-1]}", s["label"],
+                     s["class_label"], s["role"], len(s["members"]), drop])
+    return md_table(["supernode", "layers", "label", "class", "role", "features", "drop when ablated [95% CI]"], rows)
+
+def _reading_section(run: ModelRun, b: str) -> str:
+    cat = run.catalogs.get(b)
+    if not cat: return ""
+    sn = {f"L{l}_F{f}": s["id"] + ": " + s["label"] for s in cat["supernodes"] for l, f in s["members"]}
+    out = [f"### The circuit in words\n\nThe circuit's features grouped into supernodes (one class and role; similar decoder "
+           f"directions, co-activation over the corpus and logit effects, nearby layers), in layer order, each ablated as a whole "
+           f"on its class's prompts. Corpus: {cat['corpus']['name']}, {cat['corpus']['n_texts']} texts.\n\n",
+           circuit_in_words(cat, run.supernodes.get(b)),
+           f"\n### Feature cards\n\nEach circuit feature in rank order: its label (where it peaks, the class it prefers, what "
+           f"it promotes), its direct logit effects (the unembedding of its norm-weighted decoder direction), its top contexts "
+           f"over the corpus (shaded by activation, the peak outlined) and its mean activation per class.\n\n",
+           _raw_html('<div class="llmb-cards">' + "".join(feature_card(c, b, sn.get(c["id"])) for c in cat["features"]) + "</div>")]
+    return "".join(out)
+
 def model_page(run: ModelRun, page: Path) -> str:
     """The landing page of one model's report (qmd text), with links relative to `page`."""
     cfg, env = run.record["config"], run.record["environment"]
@@ -459,6 +520,7 @@ def model_page(run: ModelRun, page: Path) -> str:
         for name, g in run.graphs[b].items():
             if name == "pooled" and len(run.graphs[b]) > 2: continue   # two classes: the per-class graphs are the circuits
             out.append(_circuit_section(b, name, g, page, run))
+        out.append(_reading_section(run, b))
         first = next(n for n in run.graphs[b] if n != "pooled") if len(run.graphs[b]) > 1 else "pooled"
         out.append(_raw_html(graph_figure(run.graphs[b][first], title=f"{b}: aggregated attribution graph, class {first}").to_html()))
         if b in run.faithfulness:
@@ -577,6 +639,11 @@ SITE_CSS = """/* Generated by llm_biology.report: styles shared by the Quarto an
 .llmb-graph { position: relative; max-width: 100%; margin: 1em 0; overflow-x: auto; }
 .llmb-graph .llmb-png { max-width: 100%; height: auto; display: block; }
 figure.llmb-figure { margin: 1em 0; } figure.llmb-figure figcaption { color: #555; font-size: .92em; margin-top: .3em; }
+.llmb-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(26em, 1fr)); gap: .8em; margin: 1em 0; }
+.llmb-card { border: 1px solid #d0d7de; border-radius: 6px; padding: .6em .8em; font-size: .88em; line-height: 1.45; }
+.llmb-card-title { font-weight: 600; margin-bottom: .3em; } .llmb-card-sn { color: #555; margin-bottom: .2em; }
+.llmb-examples { margin: .4em 0 0 1.2em; padding: 0; } .llmb-ex { font-family: monospace; white-space: pre-wrap; }
+.llmb-tok { border-radius: 2px; } .llmb-peak { outline: 1px solid #b35900; }
 """
 
 THEME_SCSS = """/* Generated by llm_biology.report: Quarto theme layer that keeps the site offline (no web fonts). */

@@ -24,8 +24,9 @@ __all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEAT
            'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
            'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
            'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
-           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'viewer_error_id', 'write_frontend_graph',
-           'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table', 'virtual_weights']
+           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'viewer_error_id', 'annotate_frontend',
+           'write_frontend_graph', 'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features',
+           'feature_table', 'virtual_weights']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -556,22 +557,21 @@ def read_graphml(path, fmt: str | None = None) -> nx.DiGraph:
 def _cantor(x: int, y: int) -> int: return (x + y) * (x + y + 1) // 2 + y
 
 def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph", scan: str | None = None,
-                   node_threshold: float = 0.8, edge_threshold: float = 0.98, supernodes: Sequence = (),
-                   labels: dict | None = None) -> dict:
+                   node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
     """The pruned graph as a dict in circuit-tracer's frontend schema (opens in its viewer)."""
     g = as_graph(graph)
     pr = pruned if pruned is not None else prune(g, node_threshold, edge_threshold)
     ids, L, T = g.node_ids, g.n_layers, g.n_pos
     vocab = g.vocab_size if g.vocab_size is not None else int(g.input_ids.max()) + 1
     t_idx = g.index("target").tolist()
-    labels, nodes = labels or {}, {}
+    nodes = {}
     for i in pr.node_mask.nonzero().flatten().tolist():
         kind, cum = ids[i][0], float(pr.cumulative[i])
         if kind == "feature":
             _, l, p, f = ids[i]
             nodes[i] = dict(node_id=f"{l}_{f}_{p}", feature=_cantor(l, f), layer=str(l), ctx_idx=p,
                             feature_type="cross layer transcoder", jsNodeId=f"{l}_{f}-0", influence=cum,
-                            activation=float(g.activations[i]), clerp=labels.get(node_id(ids[i]), ""))
+                            activation=float(g.activations[i]), clerp="")
         elif kind == "error":
             _, l, p = ids[i]
             nodes[i] = dict(node_id=viewer_error_id(l, p), feature=-1, layer=str(l), ctx_idx=p,
@@ -597,12 +597,10 @@ def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph"
         n.setdefault("token_prob", 0.0); n.setdefault("is_target_logit", False); n.setdefault("run_idx", 0)
         n.setdefault("reverse_ctx_idx", 0); n.setdefault("clerp", ""); n.setdefault("influence", None)
         n.setdefault("activation", None)
-    present = {n["node_id"] for n in used}
-    groups = [[str(s[0])] + [m for m in s[1:] if m in present] for s in supernodes]
     meta = dict(slug=slug, scan=scan if scan is not None else (g.scan or "llm_biology"), transcoder_list=[],
                 prompt_tokens=[_token_str(g, p) for p in range(T)], prompt=g.prompt,
                 node_threshold=float(node_threshold), schema_version=1)
-    qparams = dict(pinnedIds=[], supernodes=[s for s in groups if len(s) > 1], linkType="both", clickedId="", sg_pos="")
+    qparams = dict(pinnedIds=[], supernodes=[], linkType="both", clickedId="", sg_pos="")
     return {"metadata": meta, "qParams": qparams, "nodes": used, "links": links}
 
 def viewer_feature_id(layer: int, pos: int, feature_idx: int) -> str:
@@ -612,6 +610,20 @@ def viewer_feature_id(layer: int, pos: int, feature_idx: int) -> str:
 def viewer_error_id(layer: int, pos: int) -> str:
     """An error node's id in the viewer JSON: feature index -1, so never a feature's id."""
     return f"{int(layer)}_-1_{int(pos)}"
+
+def annotate_frontend(model: dict, labels: dict | None = None, supernodes: Sequence = ()) -> dict:
+    """A viewer JSON with feature labels (`clerp`) and supernodes `[(name, [feature ids "L{l}_F{f}"])]`."""
+    labels, by_feature, nodes = labels or {}, defaultdict(list), []
+    for n in model["nodes"]:
+        n = dict(n)
+        if n["feature_type"] == "cross layer transcoder":
+            l, f, _ = n["node_id"].split("_")
+            fid = node_id(("feature", int(l), None, int(f)))
+            by_feature[fid].append(n["node_id"])
+            n["clerp"] = labels.get(fid, n["clerp"])
+        nodes.append(n)
+    groups = [[str(name)] + [v for m in dict.fromkeys(members) for v in by_feature.get(m, [])] for name, members in supernodes]
+    return dict(model, nodes=nodes, qParams=dict(model["qParams"], supernodes=[g for g in groups if len(g) > 1]))
 
 def write_frontend_graph(model: dict, path) -> Path:
     """Write a frontend graph atomically and list it in the folder's `graph-metadata.json` (the viewer's index)."""

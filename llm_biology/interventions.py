@@ -24,15 +24,17 @@ from .attribution_stage import aggregated_graph_file, read_aggregated_graph
 from .edits import InterventionError, FeatureEdit, LayerEdit, feature_edit, intervened_logit_diffs
 from .validation import agreement, bootstrap_ci, circuit_faithfulness, faithfulness_rows, graph_vs_intervention, is_monotone
 from .steering import STEERING_COLUMNS, STEERING_MODES, flip_rates, run_steering
+from .interpret import catalog_file, read_catalog
 
 # %% auto #0
 __all__ = ['FAITHFULNESS_FORMAT', 'RESULTS_SUMMARY_FORMAT', 'FAITHFULNESS_KS', 'TOP_PER_LAYER', 'VALIDATION_FEATURES',
-           'STEERING_FEATURES', 'IMPORTANCE_COLUMNS', 'GVI_COLUMNS', 'InterventionResult', 'results_frame',
-           'summarize_results', 'write_results', 'AblationOutcome', 'ablate_features', 'run_ablation_experiment',
-           'pair_prompts', 'patching_logit_diffs', 'run_patching_experiment', 'run_feature_importance_sweep',
-           'write_table', 'read_table', 'write_importance', 'read_importance', 'read_results',
-           'write_faithfulness_summary', 'read_faithfulness_summary', 'faithfulness_file', 'plot_faithfulness',
-           'plot_graph_vs_intervention', 'plot_steering', 'run_interventions']
+           'STEERING_FEATURES', 'IMPORTANCE_COLUMNS', 'SUPERNODE_COLUMNS', 'GVI_COLUMNS', 'InterventionResult',
+           'results_frame', 'summarize_results', 'write_results', 'AblationOutcome', 'ablate_features',
+           'run_ablation_experiment', 'pair_prompts', 'patching_logit_diffs', 'run_patching_experiment',
+           'run_feature_importance_sweep', 'write_table', 'read_table', 'write_importance', 'read_importance',
+           'read_results', 'write_faithfulness_summary', 'read_faithfulness_summary', 'faithfulness_file',
+           'supernode_effects', 'supernodes_file', 'plot_faithfulness', 'plot_graph_vs_intervention', 'plot_steering',
+           'run_interventions']
 
 # %% ../nbs/08_interventions.ipynb #dd2f53a0
 class InterventionResult(NamedTuple):
@@ -265,6 +267,29 @@ def faithfulness_file(paths, behaviour: str) -> Path:
     """`interventions/{behaviour}/faithfulness_{behaviour}_summary.json`."""
     return paths.interventions / behaviour / f"faithfulness_{behaviour}_summary.json"
 
+# %% ../nbs/08_interventions.ipynb #4922f38c
+SUPERNODE_COLUMNS = ("supernode", "label", "class_label", "role", "n_features", "n_prompts", "mean_drop", "ci_low", "ci_high")
+
+def supernode_effects(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, catalog: dict, seed: int = 456,
+                      batch_size: int = 8) -> pd.DataFrame:
+    """Per supernode of `catalog`: the mean drop of the logit difference when all its members are zeroed (CI)."""
+    rows = []
+    for c in dict.fromkeys(s["class_label"] for s in catalog["supernodes"]):
+        sns = [s for s in catalog["supernodes"] if s["class_label"] == c]
+        rc = [r for r in records if c is None or r.label == c]
+        drops = ablate_features(lm, tcs, rc, [[tuple(m) for m in s["members"]] for s in sns],
+                                batch_size=batch_size).drops if rc else np.zeros((len(sns), 0))
+        for s, d in zip(sns, drops):
+            ci = bootstrap_ci(d, seed=seed) or [None, None]
+            rows.append(dict(supernode=s["id"], label=s["label"], class_label=c, role=s["role"], n_features=len(s["members"]),
+                             n_prompts=len(rc), mean_drop=finite_or_none(np.mean(d)) if len(d) else None,
+                             ci_low=ci[0], ci_high=ci[1]))
+    return pd.DataFrame(rows, columns=list(SUPERNODE_COLUMNS))
+
+def supernodes_file(paths, behaviour: str) -> Path:
+    """`interventions/{behaviour}/supernodes_{behaviour}.csv`."""
+    return paths.interventions / behaviour / f"supernodes_{behaviour}.csv"
+
 # %% ../nbs/08_interventions.ipynb #5d6bf52f
 def plot_faithfulness(summary: dict, title: str = ""):
     """Per class: mean drop vs k for the top-k circuit features and the matched and unmatched controls (95% CIs)."""
@@ -374,6 +399,11 @@ def _behaviour(cfg, lm, tcs, layers, b: str, records: list, paths) -> tuple[list
     steer_feats = {c: cf[:STEERING_FEATURES] for c, cf in circ.items()}
     steer = run_steering(lm, tcs, records, b, steer_feats, pairs, cfg.steering_factor, **kw)
     files.append(write_table(steer, out / f"steering_{b}.csv", STEERING_COLUMNS))
+    cat = catalog_file(paths, b)
+    sne = (supernode_effects(lm, tcs, records, read_catalog(cat), cfg.intervention_seed, **kw) if cat.is_file()
+           else pd.DataFrame(columns=list(SUPERNODE_COLUMNS)))
+    files.append(write_table(sne, supernodes_file(paths, b), SUPERNODE_COLUMNS))
+    tables[f"supernodes:{b}"] = sne
     rates = flip_rates(steer)
     summary = {"format": FAITHFULNESS_FORMAT, "behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers,
                "seed": cfg.intervention_seed, "n_draws": cfg.n_control_draws, "ks": list(FAITHFULNESS_KS),

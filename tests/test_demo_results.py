@@ -44,3 +44,11 @@ def test_demo_results_pass_the_strict_readers():
     assert set(run.baseline) == {"grammar_agreement", "factual_recall", "sentiment_continuation", "arithmetic"}
     assert run.graphs and run.faithfulness, "the demo run lacks attribution graphs or faithfulness summaries"
     assert set(run.record["stages"]) == {"prompts", "baseline", "features", "attribution", "interventions"}
+    assert set(run.catalogs) == set(run.graphs), "every analysed behaviour has a feature catalog"
+    for b, cat in run.catalogs.items():
+        top = cat["features"][:10]
+        assert len(top) == 10, f"{b}: {len(top)} catalogued features"
+        for c in top:
+            assert c["label"] and c["logit_effects"]["top"] and c["logit_effects"]["bottom"], f"{b} {c['id']}"
+            assert len(c["examples"]) >= 5, f"{b} {c['id']}: {len(c['examples'])} examples"
+        assert cat["supernodes"], f"{b}: no supernodes"

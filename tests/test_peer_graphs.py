@@ -112,3 +112,36 @@ def test_prune_and_scores_on_engine_behaviour_graph(engine_graph):
 def test_viewer_json_on_engine_behaviour_graph(engine_graph, tmp_path):
     gd, ct = engine_graph
     _check_same_viewer_json(gd, ct, tmp_path)
+
+
+def test_stage_viewer_json_has_supernodes_and_validates(tmp_path):
+    "The attribution stage's viewer JSONs carry the catalog's supernodes and labels and pass circuit-tracer's model."
+    from circuit_tracer.frontend.graph_models import Model
+    from llm_biology.figures import make_tiny_run
+    from llm_biology.interpret import read_catalog
+    root = make_tiny_run(tmp_path / "data", behaviours=("grammar_agreement",))
+    folder = root / "results" / "attribution_graphs" / "grammar_agreement"
+    cat = {f"{l}_{f}" for c in [read_catalog(root / "results" / "features_catalog" / "grammar_agreement_circuit.json")]
+           for l, f in ((x["layer"], x["feature_idx"]) for x in c["features"])}
+    files = sorted(folder.glob("*_frontend.json"))
+    assert len(files) == 4
+    with_sn = 0
+    for f in files:
+        m = Model.model_validate(json.loads(f.read_text()))
+        ids = {n.node_id for n in m.nodes}
+        assert all(x in ids for s in m.qParams.supernodes for x in s[1:]), f"{f.name}: a supernode names a node not in the graph"
+        holds = any(n.node_id.rsplit("_", 1)[0] in cat for n in m.nodes if n.feature_type == "cross layer transcoder")
+        assert bool(m.qParams.supernodes) == holds, f"{f.name}: supernodes {m.qParams.supernodes}, holds a catalog feature: {holds}"
+        with_sn += holds
+    assert with_sn >= 1
+
+
+def test_demo_viewer_json_validates():
+    "Every viewer JSON of the committed demo run passes circuit-tracer's model and names its supernodes."
+    from pathlib import Path
+    from circuit_tracer.frontend.graph_models import Model
+    files = sorted((Path(__file__).resolve().parents[1] / "data" / "demo").glob("results/attribution_graphs/*/*_frontend.json"))
+    if not files: pytest.skip("no committed demo run")
+    for f in files:
+        m = Model.model_validate(json.loads(f.read_text()))
+        assert m.qParams.supernodes, f"{f.name}: no supernodes"
