@@ -328,6 +328,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #54fbe1d3
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+_UMASK = _read_umask()   # read once, at import: umask can only be read by setting it
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
     """Open a temporary file beside `path`; rename it to `path` only if the block succeeds."""
@@ -335,6 +342,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kwargs) as f: yield f
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600 files; results are as readable as any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
