@@ -327,7 +327,8 @@ def run_attribution(cfg: RunConfig, lm=None, transcoders=None) -> StageResult:
                              "--transcoders (RunConfig.transcoders): a hub id or a folder.")
         select_records(cfg)   # every input is there before anything heavy loads
         lm = lm or load_model(cfg.model, cfg.device, cfg.dtype)
-        transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=lm.device, dtype=lm.dtype)
+        tc_device = "cpu" if cfg.offload else lm.device   # offload: rows and layers move to the device as they are used
+        transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=tc_device, dtype=lm.dtype)
         check_fits(transcoders, lm)
         sel = select_records(cfg, lm.tokenizer)
         scan = str(getattr(transcoders, "name", "") or cfg.transcoders or cfg.model)

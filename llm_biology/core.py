@@ -19,8 +19,8 @@ __all__ = ['BEHAVIOUR_SPECS', 'BEHAVIOURS', 'MODEL_REGISTRY', 'LAYER_PRESETS', '
            'LLMBiologyError', 'BehaviourSpec', 'get_behaviour_spec', 'package_asset', 'resolve_ref', 'ModelSpec',
            'is_hub_id', 'get_model_spec', 'parse_layers', 'analysis_layers', 'RunConfig', 'ModelPaths', 'model_slug',
            'model_paths', 'paths_at', 'seed_everything', 'atomic_write', 'temp_owner', 'write_json', 'read_json',
-           'finite_or_none', 'save_figure', 'StageResult', 'peak_rss_mb', 'stage_run', 'stage_record_file',
-           'read_stage_record', 'new_run_record', 'write_run_record', 'read_run_record']
+           'finite_or_none', 'save_figure', 'StageResult', 'peak_rss_mb', 'StageMemoryError', 'stage_run',
+           'stage_record_file', 'read_stage_record', 'new_run_record', 'write_run_record', 'read_run_record']
 
 # %% ../nbs/00_core.ipynb #a6fe42ce
 class LLMBiologyError(Exception):
@@ -433,6 +433,18 @@ def peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(r / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
+class StageMemoryError(LLMBiologyError):
+    """A stage ran out of memory."""
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+def _oom_error(name: str, cfg: RunConfig, e: BaseException) -> StageMemoryError:
+    first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    return StageMemoryError(f"Out of memory in the {name} stage on {cfg.device} ({type(e).__name__}: {first}). Fix: lower "
+                            f"--batch-size (now {cfg.batch_size}) or --max-feature-nodes (now {cfg.max_feature_nodes}), "
+                            "use --dtype bfloat16, or --offload (attribution keeps the transcoders on the CPU).")
+
 class _StageRun:
     def __init__(self, name: str, cfg: RunConfig):
         self.name, self.cfg, self.files = name, cfg, []
@@ -444,8 +456,10 @@ class _StageRun:
             import torch
             if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
         return self
-    def __exit__(self, exc_type, *exc):
-        if exc_type is not None: return False
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            if _is_oom(exc): raise _oom_error(self.name, self.cfg, exc) from None
+            return False
         import time
         gpu = None
         if self.cfg.device.startswith("cuda"):
