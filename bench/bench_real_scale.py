@@ -48,7 +48,7 @@ def run(model: Path, tcs: Path, work: Path, args) -> float:
     """`llm-biology run` on the fixture in `work`; returns its wall time."""
     if work.exists(): shutil.rmtree(work)
     work.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "llm_biology.cli", "run", "--model", str(model), "--transcoders", str(tcs),
+    cmd = [sys.executable, "-c", "import sys; from llm_biology.cli import main; sys.exit(main())", "run", "--model", str(model), "--transcoders", str(tcs),
            "--n-prompts", str(args.n_prompts), "--include-failed", "--no-render", "--device", args.device,
            "--max-feature-nodes", str(args.max_feature_nodes), "--corpus-size", str(args.corpus_size),
            "--batch-size", str(args.batch_size), *(["--dtype", args.dtype] if args.dtype else []),
@@ -58,6 +58,7 @@ def run(model: Path, tcs: Path, work: Path, args) -> float:
     t0 = time.time()
     r = subprocess.run(cmd, cwd=work, env=env)
     if r.returncode != 0: sys.exit(f"llm-biology run exited {r.returncode}")
+    if not (work / "data").is_dir(): sys.exit("llm-biology run wrote no data folder")
     return time.time() - t0
 
 

@@ -21,7 +21,7 @@ from .graphs import AttributionGraph, Target, influence_series, normalized_abs
 
 # %% auto #0
 __all__ = ['GRAPH_FILE_FORMAT', 'AttributionError', 'ActiveFeatures', 'active_features', 'resolve_targets', 'BehaviourTargets',
-           'behaviour_targets', 'save_graph', 'load_graph', 'attribute', 'feature_direct_effects']
+           'behaviour_targets', 'save_graph', 'load_graph', 'attribute', 'feature_direct_effects', 'graph_agreement']
 
 # %% ../nbs/06_attribution.ipynb #c2d5a9e5
 class AttributionError(LLMBiologyError):
@@ -358,3 +358,16 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         acts[0] = 0   # position 0 (the sink) is not in the graph
         out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0)
     return out
+
+# %% ../nbs/06_attribution.ipynb #f0620180
+def graph_agreement(a, b) -> tuple[float, float]:
+    """(max |edge difference| / max |edge|, correlation) of two graphs of one prompt, nodes aligned by id."""
+    ib = {n: i for i, n in enumerate(b.node_ids)}
+    common = [n for n in a.node_ids if n in ib]
+    if not common: raise AttributionError("The two graphs share no node: they are not graphs of one prompt.")
+    ia = {n: i for i, n in enumerate(a.node_ids)}
+    pa, pb = torch.tensor([ia[n] for n in common]), torch.tensor([ib[n] for n in common])
+    A, B = a.adjacency[pa][:, pa].double().cpu(), b.adjacency[pb][:, pb].double().cpu()
+    rel = float((A - B).abs().max() / A.abs().max().clamp_min(1e-30))
+    corr = float(torch.corrcoef(torch.stack([A.flatten(), B.flatten()]))[0, 1])
+    return rel, corr
