@@ -10,10 +10,18 @@ max |adjacency difference| after aligning node orders, and where our time goes.
     python bench/bench_attribution.py --size large --batch-size 512
     python bench/bench_attribution.py --size large --max-feature-nodes 2048   # influence-ordered subset
     python bench/bench_attribution.py --no-peer        # ours only (no circuit-tracer needed)
+    python bench/bench_attribution.py --size qwen3-0.6b --max-feature-nodes 256   # the real shape, full width
 
 Sizes: `tiny` is the test model (2 layers, d_model 64, d_transcoder 256); `large` is a random Qwen3
 with 8 layers, d_model 256 (8 heads, 4 KV heads, d_mlp 768) and ReLU transcoders of 288 features
-per layer: about 8,300 features are active on the 16-token prompt. torch uses one thread.
+per layer: about 8,300 features are active on the 16-token prompt. `qwen3-0.6b` is the real
+Qwen3-0.6B shape (28 layers, d_model 1024, vocab 151,936, random bf16 weights, the real tokenizer)
+with 28 random ReLU transcoders of the published width (163,840 features, ~64 active per token, 18 GB
+on disk; built once by `bench_real_scale.py`'s fixture builder). At that size neither engine holds
+the transcoders in memory: ours streams layers and reads rows of active features as safetensors
+slices; circuit-tracer is given its own lazy loading (`lazy_encoder=True, lazy_decoder=True`; with
+its defaults the encoders alone take 18.8 GB in float32 and it is killed on a 24 GB machine). Both
+run in float32 on one thread, with the same feature cap. torch uses one thread.
 """
 import argparse
 import ctypes
@@ -35,9 +43,17 @@ SIZES = {  # name: (n_layers, d_model, n_heads, n_kv_heads, d_mlp, d_transcoder,
 }
 
 
+REAL = {"qwen3-0.6b": "0.6B"}
+
+
 def build(size: str, root: Path):
     """The model and transcoder folders of one size (built once under `root`)."""
     from llm_biology.testing import make_random_transcoders, make_tiny_model
+    if size in REAL:
+        import sys
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_real_scale import build as build_real
+        return build_real(Path("/tmp/llm_biology_real_scale"), REAL[size], None, 163840, 64)
     L, D, H, KV, M, DT, act = SIZES[size]
     folder = root / f"{size}-{L}x{D}x{DT}"
     if not (folder / "tc" / "config.yaml").exists():
@@ -106,19 +122,27 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, ma
     torch.set_num_threads(threads)
     model_dir, tc_dir = build(size, root)
     lm = load_model(str(model_dir), dtype=torch.float32)
-    tcs = load_transcoders(tc_dir, lazy=False)
+    tcs = load_transcoders(tc_dir, lazy=size in REAL)   # full width: streamed, never all in memory
     ids = lm.encode(TEXT)[:16]
-    print(f"\n== {size}: n_layers={SIZES[size][0]} d_model={SIZES[size][1]} d_transcoder={SIZES[size][5]} "
+    print(f"\n== {size}: n_layers={lm.n_layers} d_model={lm.d_model} d_transcoder={tcs.d_transcoder} "
           f"n_pos={len(ids)} torch threads={torch.get_num_threads()}")
 
     rm = None
     if peer:
         from circuit_tracer import ReplacementModel, attribute as ct_attribute
         logging.getLogger("circuit_tracer").setLevel(logging.ERROR)
-        rm = ReplacementModel.from_pretrained(str(model_dir), str(Path(tc_dir).resolve()), backend="nnsight",
-                                              device=torch.device("cpu"), dtype=torch.float32)
-        ct_attribute(ids, rm, batch_size=peer_batch_size, max_n_logits=2)          # warm-up
-    attribute(lm, tcs, ids, batch_size=batch_size, max_n_logits=2)                  # warm-up
+        if size in REAL:
+            from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
+            ct_tcs = load_transcoder_set({l: str(Path(tc_dir).resolve() / f"layer_{l}.safetensors") for l in range(lm.n_layers)},
+                                         scan="bench", feature_input_hook="mlp.hook_in", feature_output_hook="mlp.hook_out",
+                                         device=torch.device("cpu"), dtype=torch.float32, lazy_encoder=True, lazy_decoder=True)
+            rm = ReplacementModel.from_pretrained_and_transcoders(str(model_dir), ct_tcs, backend="nnsight",
+                                                                  device=torch.device("cpu"), dtype=torch.float32)
+        else:
+            rm = ReplacementModel.from_pretrained(str(model_dir), str(Path(tc_dir).resolve()), backend="nnsight",
+                                                  device=torch.device("cpu"), dtype=torch.float32)
+        if size not in REAL: ct_attribute(ids, rm, batch_size=peer_batch_size, max_n_logits=2)   # warm-up
+    if size not in REAL: attribute(lm, tcs, ids, batch_size=batch_size, max_n_logits=2)           # warm-up
 
     t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size, max_feature_nodes=max_feature_nodes), repeats)
     print(f"active features {g.config['n_active']}, feature nodes {g.n_features}, nodes {g.n_nodes}, targets {g.n_targets}")
@@ -138,7 +162,7 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, ma
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=["tiny", "large", "both"], default="both")
+    p.add_argument("--size", choices=["tiny", "large", "both", *REAL], default="both")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--peer-batch-size", type=int, default=None, help="circuit-tracer's batch size (default: --batch-size)")
     p.add_argument("--repeats", type=int, default=1, help="best of this many runs per engine")

@@ -14,7 +14,7 @@ import torch
 
 from .core import LLMBiologyError
 from .models import LanguageModel, pad_right, answer_tokens
-from .transcoders import FeatureRows, TranscoderSet, activation_function
+from .transcoders import FeatureRows, TranscoderSet, activation_function, streamed
 from .replacement import LocalReplacement, skip_weights
 
 # %% auto #0
@@ -130,7 +130,7 @@ def _keep_mask(keeps: list, D: int, device) -> torch.Tensor | None:
     return m.to(device)
 
 # %% ../nbs/07b_edits.ipynb #dd9a83b2
-def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tc=None) -> torch.Tensor:
+def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tcs=None, layer: int | None = None) -> torch.Tensor:
     "The change [B*T, d_model] (float32) that `plan` makes to the MLP output, given MLP inputs `x` [B, T, d_model]."
     B, T, d = x.shape
     xf = x.reshape(B * T, d)
@@ -141,12 +141,13 @@ def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tc=None) -
         M = torch.zeros(len(plan.rp), len(plan.fu), dtype=torch.float32, device=x.device)
         M.index_put_((plan.rp_inv, plan.f_inv), (plan.scale - 1.0) * old + plan.shift, accumulate=True)
         delta.index_add_(0, plan.rp, M @ rows.W_dec.float())
-    if plan.lrp.numel():  # a whole layer: the full encoder
-        acts = tc.encode(xf[plan.lrp]).float()
-        d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
-        if plan.lkeep is not None: d_act = d_act.masked_fill(plan.lkeep, 0.0)
-        nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
-        if nz.numel(): delta.index_add_(0, plan.lrp, d_act[:, nz] @ tc.W_dec[nz].float())
+    if plan.lrp.numel():  # a whole layer: the full encoder, read for this layer's hook only (one layer at a time)
+        with streamed(tcs, layer) as tc:
+            acts = tc.encode(xf[plan.lrp]).float()
+            d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
+            if plan.lkeep is not None: d_act = d_act.masked_fill(plan.lkeep, 0.0)
+            nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
+            if nz.numel(): delta.index_add_(0, plan.lrp, d_act[:, nz] @ tc.W_dec[nz].float())
     return delta
 
 # %% ../nbs/07b_edits.ipynb #98106041
@@ -200,7 +201,7 @@ def _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_n
             outside = sorted(l for l in plans if constrained and l not in constrained)
             if outside: raise InterventionError(f"Edits at layers {outside} lie outside constrained_layers {constrained}: "
                                                 "in direct-effect mode only constrained layers can be edited.")
-            deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tc=tcs[l] if p.lrp.numel() else None)
+            deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tcs=tcs, layer=l)
                       for l, p in plans.items()}
             clean = src = None
             if freeze:
