@@ -28,11 +28,13 @@ from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_gra
                                 write_graphml, _target_position)
 from .models import load_model
 from .transcoders import load_transcoders, check_fits
+from .units import Opened, Unit, open_backend, shards
 
 # %% auto #0
-__all__ = ['SCORE_COLUMNS', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph', 'plot_target_split',
-           'StageError', 'scores_csv', 'aggregated_graph_file', 'prompt_graph_file', 'write_scores', 'read_scores',
-           'read_aggregated_graph', 'attribute_record', 'run_attribution']
+__all__ = ['SCORE_COLUMNS', 'ATTRIBUTION_SHARD', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph',
+           'plot_target_split', 'StageError', 'scores_csv', 'aggregated_graph_file', 'prompt_graph_file',
+           'write_scores', 'read_scores', 'read_aggregated_graph', 'attribute_record', 'PromptAttribution',
+           'run_attribution']
 
 # %% ../nbs/07a_attribution_stage.ipynb #7065e4a0
 def layer_profile(graph, target: int | str = 0, device=None) -> pd.DataFrame:
@@ -239,24 +241,50 @@ def _score_row(rec, g, G) -> dict:
                 n_features_pruned=sum(d["type"] == "feature" for _, d in G.nodes(data=True)))
 
 # %% ../nbs/07a_attribution_stage.ipynb #1997725d
-def _behaviour(cfg, lm, tcs, b: str, records: list, paths, scan: str) -> tuple[list, dict, dict, dict]:
-    "Step 4 for one behaviour: (files, tables, figures, details)."
-    out, files, rows, graphs, profs = paths.attribution / b, [], [], [], []
-    meta_common = dict(behaviour=b, split=cfg.split, model=cfg.model, pruning=cfg.pruning)
-    for rec in records:
+ATTRIBUTION_SHARD = 1   # prompts per unit: each is a whole attribution graph
+
+class PromptAttribution(NamedTuple):
+    """What one prompt's unit gives the stage."""
+    graph: nx.DiGraph       # the pruned per-prompt graph, output tokens labelled
+    frontend: dict          # circuit-tracer's viewer JSON of it
+    profile: pd.DataFrame   # `layer_profile`, with the prompt id
+    row: dict               # its row of the scores table
+    scan: str               # the transcoder set's name
+
+def _open_attribution(cfg: RunConfig, lm=None, transcoders=None) -> Opened:
+    "The model and every layer's transcoder."
+    lm = lm or load_model(cfg.model, cfg.device, cfg.dtype)
+    transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=lm.device, dtype=lm.dtype)
+    check_fits(transcoders, lm)
+    return Opened(lm, transcoders)
+
+def _attribution_unit(cfg: RunConfig, opened: Opened, unit: Unit) -> list[PromptAttribution]:
+    "The stage's unit: attribute and prune each prompt record of `unit.payload`."
+    lm, tcs, _ = opened
+    scan, out = str(getattr(tcs, "name", "") or cfg.transcoders or cfg.model), []
+    for rec in unit.payload:
         g = attribute_record(lm, tcs, rec, cfg.max_feature_nodes)
         pr = _prune(g, cfg, cfg.device)
-        meta = dict(meta_common, prompt_id=rec.prompt_id, correct_answer=rec.correct_answer,
-                    incorrect_answer=rec.incorrect_answer, label=rec.label)
+        meta = dict(behaviour=unit.behaviour, split=cfg.split, model=cfg.model, pruning=cfg.pruning, prompt_id=rec.prompt_id,
+                    correct_answer=rec.correct_answer, incorrect_answer=rec.incorrect_answer, label=rec.label)
         if cfg.pruning == "topk": meta.update(top_k_edges=cfg.top_k_edges, edge_weight_threshold=cfg.edge_weight_threshold,
                                               activation_threshold=cfg.activation_threshold)
         G = prompt_graph(g, pr, 0, cfg.node_threshold, cfg.edge_threshold, meta, device=cfg.device)
         _label_outputs(G, lm.tokenizer)
-        files.append(write_graph_json(G, prompt_graph_file(paths, b, rec.prompt_id), PROMPT_GRAPH_FORMAT))
-        files.append(write_frontend_graph(frontend_graph(g, pr, rec.prompt_id, scan, cfg.node_threshold, cfg.edge_threshold),
-                                          prompt_graph_file(paths, b, rec.prompt_id, frontend=True)))
-        graphs.append(G); profs.append(layer_profile(g, device=cfg.device).assign(prompt_id=rec.prompt_id))
-        rows.append(_score_row(rec, g, G))
+        out.append(PromptAttribution(G, frontend_graph(g, pr, rec.prompt_id, scan, cfg.node_threshold, cfg.edge_threshold),
+                                     layer_profile(g, device=cfg.device).assign(prompt_id=rec.prompt_id),
+                                     _score_row(rec, g, G), scan))
+    return out
+
+def _behaviour(cfg, b: str, records: list, paths, done: list[PromptAttribution]) -> tuple[list, dict, dict, dict]:
+    "Step 4's files for one behaviour from its prompts' units: (files, tables, figures, details)."
+    out, files = paths.attribution / b, []
+    graphs, profs, rows = [d.graph for d in done], [d.profile for d in done], [d.row for d in done]
+    scan = done[0].scan
+    meta_common = dict(behaviour=b, split=cfg.split, model=cfg.model, pruning=cfg.pruning)
+    for rec, d in zip(records, done):
+        files.append(write_graph_json(d.graph, prompt_graph_file(paths, b, rec.prompt_id), PROMPT_GRAPH_FORMAT))
+        files.append(write_frontend_graph(d.frontend, prompt_graph_file(paths, b, rec.prompt_id, frontend=True)))
     files.append(out / "graph-metadata.json")
     agg_meta = dict(meta_common, transcoders=scan, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
                     max_feature_nodes=cfg.max_feature_nodes if cfg.max_feature_nodes is not None else -1,
@@ -303,15 +331,16 @@ def run_attribution(cfg: RunConfig, lm=None, transcoders=None) -> StageResult:
             raise StageError(f"No transcoder set for model {cfg.model!r}: it is not in the registry, so pass one with "
                              "--transcoders (RunConfig.transcoders): a hub id or a folder.")
         select_records(cfg)   # every input is there before anything heavy loads
-        lm = lm or load_model(cfg.model, cfg.device, cfg.dtype)
-        transcoders = transcoders or load_transcoders(cfg.transcoders or cfg.model, device=lm.device, dtype=lm.dtype)
-        check_fits(transcoders, lm)
-        sel = select_records(cfg, lm.tokenizer)
-        scan = str(getattr(transcoders, "name", "") or cfg.transcoders or cfg.model)
-        files, tables, figures, details, rows = [], {"selection": sel.table()}, {}, {}, []
-        for b, records in sel.records.items():
-            f, t, fg, d = _behaviour(cfg, lm, transcoders, b, records, paths, scan)
-            files += f; tables.update(t); figures.update(fg); details[b] = d
-            rows.append(_summary_row(b, t[f"scores:{b}"], d["aggregated"]))
+        with open_backend(cfg, _open_attribution, lm, transcoders) as be:
+            sel = select_records(cfg, be.tokenizer)
+            units = [Unit("attribution", b, tuple(r.prompt_id for r in shard), shard, {"records": shard})
+                     for b, records in sel.records.items() for shard in shards(records, ATTRIBUTION_SHARD)]
+            done = defaultdict(list)
+            for u, res in zip(units, be.map(_attribution_unit, units)): done[u.behaviour] += res
+            files, tables, figures, details, rows = [], {"selection": sel.table()}, {}, {}, []
+            for b, records in sel.records.items():
+                f, t, fg, d = _behaviour(cfg, b, records, paths, done[b])
+                files += f; tables.update(t); figures.update(fg); details[b] = d
+                rows.append(_summary_row(b, t[f"scores:{b}"], d["aggregated"]))
         tables["summary"] = pd.DataFrame(rows).set_index("behaviour") if rows else pd.DataFrame()
     return StageResult("attribution", cfg, tuple(files) + tuple(figures.values()), tables, figures, details)

@@ -24,6 +24,7 @@ from .attribution_stage import aggregated_graph_file, read_aggregated_graph
 from .edits import InterventionError, FeatureEdit, LayerEdit, feature_edit, intervened_logit_diffs
 from .validation import agreement, bootstrap_ci, circuit_faithfulness, faithfulness_rows, graph_vs_intervention, is_monotone
 from .steering import STEERING_COLUMNS, STEERING_MODES, flip_rates, run_steering
+from .units import Opened, Unit, open_backend
 
 # %% auto #0
 __all__ = ['FAITHFULNESS_FORMAT', 'RESULTS_SUMMARY_FORMAT', 'FAITHFULNESS_KS', 'TOP_PER_LAYER', 'VALIDATION_FEATURES',
@@ -323,42 +324,31 @@ def _ranked(agg, layers, role=None) -> list:
     fs = circuit_features(agg, role, layers)
     return [(f.layer, f.feature_idx) for f in (fs if role else sorted(fs, key=lambda f: (-abs(f.mean_effect), f.layer, f.feature_idx)))]
 
-def _circuits(paths, cfg, b, layers) -> tuple[dict, dict, list]:
-    "class -> ranked promoting features; class -> features by |effect|; the pooled graph's features by |effect|."
+def _graphs(paths, cfg, b) -> tuple[dict, object, list]:
+    "class -> its aggregated graph; the pooled graph; their files (what a behaviour's unit reads)."
     classes = [c for c in get_behaviour_spec(b).classes if aggregated_graph_file(paths, b, cfg.split, c).exists()]
     graphs = {c: read_aggregated_graph(paths, b, cfg.split, c) for c in classes}
-    return ({c: _ranked(g, layers, "promoting") for c, g in graphs.items()}, {c: _ranked(g, layers) for c, g in graphs.items()},
-            _ranked(read_aggregated_graph(paths, b, cfg.split), layers))
+    pooled = read_aggregated_graph(paths, b, cfg.split)
+    return graphs, pooled, [aggregated_graph_file(paths, b, cfg.split, c) for c in [*classes, None]]
 
-def _behaviour(cfg, lm, tcs, layers, b: str, records: list, paths) -> tuple[list, dict, dict]:
-    "Step 5 for one behaviour: (files, tables, figures)."
-    out, kw, files, tables, figures = paths.interventions / b, dict(batch_size=cfg.batch_size), [], {}, {}
-    circ, by_size, pooled = _circuits(paths, cfg, b, layers)
-    # the spec's experiments
+def _circuits(graphs: dict, pooled, layers) -> tuple[dict, dict, list]:
+    "class -> ranked promoting features; class -> features by |effect|; the pooled graph's features by |effect|."
+    return ({c: _ranked(g, layers, "promoting") for c, g in graphs.items()}, {c: _ranked(g, layers) for c, g in graphs.items()},
+            _ranked(pooled, layers))
+
+def _interventions_unit(cfg: RunConfig, opened: Opened, unit: Unit) -> dict:
+    "The stage's unit: every experiment on one behaviour's records (`unit.payload`: records, class graphs, pooled graph)."
+    (lm, tcs, layers), (records, graphs, pooled_graph), b = opened, unit.payload, unit.behaviour
+    kw = dict(batch_size=cfg.batch_size)
+    circ, by_size, pooled = _circuits(graphs, pooled_graph, layers)
     per_layer = [(l, fs) for l in layers if (fs := [f for ll, f in pooled if ll == l][:TOP_PER_LAYER])]
     abl = (run_ablation_experiment(lm, tcs, records, per_layer, "zero", **kw) +
            run_ablation_experiment(lm, tcs, records, per_layer, "inhibit", cfg.inhibition_factor, **kw))
-    meta = {"behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers}
-    files.append(write_results(abl, out / f"intervention_ablation_{b}.csv",
-                               {**meta, "positions": "all", "top_per_layer": TOP_PER_LAYER, "inhibition_factor": cfg.inhibition_factor}))
     pairs = pair_prompts(records, b)
     pat = run_patching_experiment(lm, tcs, records, pairs, [(l, None) for l in layers] + per_layer, **kw) if pairs else []
-    files.append(write_results(pat, out / f"intervention_patching_{b}.csv",
-                               {**meta, "pairs": [[records[s].prompt_id, records[t].prompt_id] for s, t in pairs],
-                                "positions": "all, aligned from the end",
-                                "pairing": "opposite class" if len(get_behaviour_spec(b).classes) > 1 else "consecutive"}))
-    tables[f"ablation:{b}"], tables[f"patching:{b}"] = pd.DataFrame(summarize_results(abl)), pd.DataFrame(summarize_results(pat))
-    imp = []
-    for l in layers:
-        if len(records) < 2: break
-        df = run_feature_importance_sweep(lm, tcs, records, l, **kw)
-        files.append(write_importance(df, out / f"feature_importance_layer_{l}.csv"))
-        imp.append(df.assign(layer=l))
-    tables[f"importance:{b}"] = (pd.concat(imp).sort_values(["abs_correlation", "layer", "feature_idx"], ascending=[False, True, True])
-                                 .head(10).reset_index(drop=True) if imp else pd.DataFrame())
-    # validation, per class
+    imp = [(l, run_feature_importance_sweep(lm, tcs, records, l, **kw)) for l in layers] if len(records) >= 2 else []
     per_k, mono, suff, gvi, gv_rows, fallbacks, base = [], {}, {}, {}, [], 0, []
-    for c, cf in circ.items():
+    for c, cf in circ.items():   # validation, per class
         rc = [r for r in records if r.label == c]
         if not rc or not cf: continue
         fa = circuit_faithfulness(lm, tcs, rc, cf, FAITHFULNESS_KS, cfg.n_control_draws, cfg.intervention_seed, **kw)
@@ -368,20 +358,43 @@ def _behaviour(cfg, lm, tcs, layers, b: str, records: list, paths) -> tuple[list
                    "ci": bootstrap_ci(fa.sufficiency[-1], seed=cfg.intervention_seed)}
         gv = graph_vs_intervention(lm, tcs, rc, by_size[c][:VALIDATION_FEATURES], **kw)
         gvi[c] = agreement(gv); gv_rows.append(gv.assign(label=c))
-    gvdf = pd.concat(gv_rows, ignore_index=True) if gv_rows else pd.DataFrame(columns=GVI_COLUMNS)
+    steer = run_steering(lm, tcs, records, b, {c: cf[:STEERING_FEATURES] for c, cf in circ.items()}, pairs,
+                         cfg.steering_factor, **kw)
+    return dict(layers=layers, circ=circ, abl=abl, pairs=pairs, pat=pat, imp=imp, per_k=per_k, mono=mono, suff=suff,
+                gvi=gvi, gv_rows=gv_rows, fallbacks=fallbacks, base=base, steer=steer)
+
+def _behaviour(cfg, b: str, records: list, paths, m: dict) -> tuple[list, dict, dict]:
+    "Step 5's files for one behaviour from its unit's measurements `m`: (files, tables, figures)."
+    out, files, tables, figures, layers, circ, pairs = paths.interventions / b, [], {}, {}, m["layers"], m["circ"], m["pairs"]
+    abl, pat, per_k = m["abl"], m["pat"], m["per_k"]
+    meta = {"behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers}
+    files.append(write_results(abl, out / f"intervention_ablation_{b}.csv",
+                               {**meta, "positions": "all", "top_per_layer": TOP_PER_LAYER, "inhibition_factor": cfg.inhibition_factor}))
+    files.append(write_results(pat, out / f"intervention_patching_{b}.csv",
+                               {**meta, "pairs": [[records[s].prompt_id, records[t].prompt_id] for s, t in pairs],
+                                "positions": "all, aligned from the end",
+                                "pairing": "opposite class" if len(get_behaviour_spec(b).classes) > 1 else "consecutive"}))
+    tables[f"ablation:{b}"], tables[f"patching:{b}"] = pd.DataFrame(summarize_results(abl)), pd.DataFrame(summarize_results(pat))
+    imp = []
+    for l, df in m["imp"]:
+        files.append(write_importance(df, out / f"feature_importance_layer_{l}.csv"))
+        imp.append(df.assign(layer=l))
+    tables[f"importance:{b}"] = (pd.concat(imp).sort_values(["abs_correlation", "layer", "feature_idx"], ascending=[False, True, True])
+                                 .head(10).reset_index(drop=True) if imp else pd.DataFrame())
+    gvdf = pd.concat(m["gv_rows"], ignore_index=True) if m["gv_rows"] else pd.DataFrame(columns=GVI_COLUMNS)
     gvdf = gvdf[list(GVI_COLUMNS)]
     files.append(write_table(gvdf, out / f"graph_vs_intervention_{b}.csv", GVI_COLUMNS))
-    steer_feats = {c: cf[:STEERING_FEATURES] for c, cf in circ.items()}
-    steer = run_steering(lm, tcs, records, b, steer_feats, pairs, cfg.steering_factor, **kw)
+    steer = m["steer"]
     files.append(write_table(steer, out / f"steering_{b}.csv", STEERING_COLUMNS))
     rates = flip_rates(steer)
     summary = {"format": FAITHFULNESS_FORMAT, "behaviour": b, "split": cfg.split, "n_prompts": len(records), "layers": layers,
                "seed": cfg.intervention_seed, "n_draws": cfg.n_control_draws, "ks": list(FAITHFULNESS_KS),
                "classes": [c for c in circ if any(r["class"] == c for r in per_k)],
-               "circuits": {c: [f"L{l}_F{f}" for l, f in cf] for c, cf in circ.items()}, "per_k": per_k, "monotone": mono,
-               "sufficiency_full": suff, "graph_vs_intervention": gvi,
+               "circuits": {c: [f"L{l}_F{f}" for l, f in cf] for c, cf in circ.items()}, "per_k": per_k, "monotone": m["mono"],
+               "sufficiency_full": m["suff"], "graph_vs_intervention": m["gvi"],
                "steering": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rates.to_dict("records")],
-               "mean_baseline_logit_diff": finite_or_none(np.mean(base)) if base else None, "fallbacks": fallbacks,
+               "mean_baseline_logit_diff": finite_or_none(np.mean(m["base"])) if m["base"] else None,
+               "fallbacks": m["fallbacks"],
                "ranking": "per class: promoting features by mean signed effect on the correct answer (descending)"}
     files.append(write_faithfulness_summary(summary, faithfulness_file(paths, b)))
     figures[f"faithfulness:{b}"] = save_figure(plot_faithfulness(summary, f"{b} ({paths.root.name}): circuit faithfulness per class"),
@@ -396,22 +409,32 @@ def _behaviour(cfg, lm, tcs, layers, b: str, records: list, paths) -> tuple[list
 
 GVI_COLUMNS = ("prompt_id", "label", "layer", "feature_idx", "predicted_direct", "measured_direct", "measured_total")
 
+def _open_interventions(cfg: RunConfig, lm=None, transcoders=None) -> Opened:
+    "The model, transcoders (analysis layers only) and analysis layers."
+    return Opened(*open_model_and_transcoders(cfg, lm, transcoders))
+
 def run_interventions(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None) -> StageResult:
     """Step 5 for every analysed behaviour: the spec's experiments, faithfulness, graph vs intervention, steering."""
     with stage_run("interventions", cfg):
         paths = model_paths(cfg.model, cfg.data_dir)
         select_records(cfg)   # every input is there before anything heavy loads
-        lm, tcs, layers = open_model_and_transcoders(cfg, lm, transcoders)
-        sel = select_records(cfg, lm.tokenizer)
-        files, tables, figures, rows = [], {"selection": sel.table()}, {}, []
-        for b, records in sel.records.items():
-            f, t, fg = _behaviour(cfg, lm, tcs, layers, b, records, paths)
-            files += f; tables.update(t); figures.update(fg)
-            s = t[f"summary:{b}"]
-            for r in s["per_k"]:
-                if r["k"] == 10 or r["k"] == max(x["k"] for x in s["per_k"] if x["class"] == r["class"]):
-                    rows.append({"behaviour": b, **{k: r[k] for k in ("class", "k", "mean_drop_top", "mean_drop_matched",
-                                                                      "ratio_matched", "sufficiency")},
-                                 "monotone": s["monotone"][r["class"]]})
+        with open_backend(cfg, _open_interventions, lm, transcoders) as be:
+            sel = select_records(cfg, be.tokenizer)
+            units = []
+            for b, records in sel.records.items():
+                graphs, pooled, graph_files = _graphs(paths, cfg, b)
+                units.append(Unit("interventions", b, tuple(r.prompt_id for r in records), (records, graphs, pooled),
+                                  {"records": records, "graphs": graph_files}))
+            files, tables, figures, rows = [], {"selection": sel.table()}, {}, []
+            for u, m in zip(units, be.map(_interventions_unit, units)):
+                b = u.behaviour
+                f, t, fg = _behaviour(cfg, b, sel.records[b], paths, m)
+                files += f; tables.update(t); figures.update(fg)
+                s = t[f"summary:{b}"]
+                for r in s["per_k"]:
+                    if r["k"] == 10 or r["k"] == max(x["k"] for x in s["per_k"] if x["class"] == r["class"]):
+                        rows.append({"behaviour": b, **{k: r[k] for k in ("class", "k", "mean_drop_top", "mean_drop_matched",
+                                                                          "ratio_matched", "sufficiency")},
+                                     "monotone": s["monotone"][r["class"]]})
         tables["summary"] = pd.DataFrame(rows).drop_duplicates(["behaviour", "class"]) if rows else pd.DataFrame()
     return StageResult("interventions", cfg, tuple(files) + tuple(figures.values()), tables, figures, list(sel.records))
