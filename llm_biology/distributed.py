@@ -28,6 +28,14 @@ class DistributedError(LLMBiologyError):
 
 _ADDRESS_RE = re.compile(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+$")
 
+def _reachable(address: str, timeout: float = 5.0) -> bool:
+    "True when something accepts a TCP connection at `address` (HOST:PORT, optionally ray://)."
+    import socket
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout): return True
+    except OSError: return False
+
 def check_ray(cfg: RunConfig) -> None:
     """Refuse a Ray run that cannot work, before any work: Ray missing, a bad address, GPUs asked for wrongly."""
     if importlib.util.find_spec("ray") is None:
@@ -37,6 +45,9 @@ def check_ray(cfg: RunConfig) -> None:
     if a is not None and a != "auto" and not _ADDRESS_RE.match(a):
         raise DistributedError(f"--address {a!r}: use auto (the cluster `ray start` runs on this machine) or HOST:PORT, "
                                "e.g. --address 10.0.0.5:6379; omit it to start a local cluster.")
+    if a is not None and a != "auto" and not _reachable(a):   # Ray itself would retry for minutes
+        raise DistributedError(f"No Ray cluster answers at {a}: start one there (`ray start --head --port PORT`), fix "
+                               "--address, or omit it to start a local cluster.")
     g, dev = cfg.gpus_per_unit, cfg.device
     if dev.startswith("cuda") and not g:
         raise DistributedError(f"--device {dev} with --backend ray needs --gpus-per-unit (e.g. 1): a Ray worker sees only "
