@@ -1,0 +1,151 @@
+"""The Ray backend on the demo model: a Ray run writes a local run's bytes, also when a worker is killed mid-run,
+and a run whose driver is killed resumes keeping its finished units.
+
+The test starts a Ray cluster of 2 CPUs on 127.0.0.1 and stops it at the end; the runs are `llm-biology run`
+processes pointed at it with --address. OMP_NUM_THREADS=1 in every run (local and Ray), so each worker takes one
+of the 2 CPUs: a worker's torch uses as many threads as its driver's, and the bytes depend on that number.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the `ray` extra")
+psutil = pytest.importorskip("psutil")
+
+ARGS = ["--n-prompts", "2", "--behaviours", "grammar_agreement,factual_recall", "--max-feature-nodes", "64",
+        "--n-control-draws", "2", "--no-render"]
+HEAVY = "features,attribution,interventions"
+# What a Ray run writes differently from a local run, and why (everything else must be byte-identical):
+EXCLUDED = (
+    "notebooks/",   # executed notebooks: papermill's timings, Ray's log lines, the units line, the config cell (backend)
+    "run.json",     # the run record: the config (backend, address), wall times and finish times of the stages
+    "stages/",      # each stage's own record: its wall time and peak memory
+)
+ATTRIBUTION = ("results/attribution_graphs/", "results/figures/attribution_")
+
+
+def _cli(cwd: Path, *args, check=True, popen=False):
+    cmd = [sys.executable, "-c", "import sys; from llm_biology.cli import main; sys.exit(main(sys.argv[1:]))",
+           "run", *ARGS, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg")
+    if popen: return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check: assert r.returncode == 0, f"{' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def _files(folder: Path) -> dict:
+    root = folder / "data" / "demo"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _differing(a: dict, b: dict, prefixes=None) -> list:
+    names = [f for f in a if not f.startswith(EXCLUDED) and (prefixes is None or f.startswith(prefixes))]
+    return [f for f in names if a[f] != b.get(f)]
+
+
+def _shown(nb: Path) -> dict:
+    "Cell index -> the tables, figures and text a notebook shows (stream outputs aside)."
+    cells = json.loads(nb.read_text())["cells"]
+    return {i: [o["data"] for o in c.get("outputs", []) if o["output_type"] in ("display_data", "execute_result")]
+            for i, c in enumerate(cells) if c["cell_type"] == "code"}
+
+
+def _units_line(nb: Path) -> str:
+    text = "".join("".join(o.get("text", "")) for c in json.loads(nb.read_text())["cells"] for o in c.get("outputs", [])
+                   if o["output_type"] == "stream")
+    m = re.search(r"^\w+: \d+ unit\(s\), .*$", text, re.M)
+    return m.group(0) if m else ""
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from llm_biology.distributed import local_cluster
+    root = tmp_path_factory.mktemp("ray")
+    base = root / "base"; base.mkdir()
+    _cli(base, "--stages", "prompts,baseline")
+    local = _copy(base, root / "local")
+    t0 = time.time(); _cli(local, "--stages", HEAVY); local_s = time.time() - t0
+    if ray.is_initialized(): ray.shutdown()
+    with local_cluster(num_cpus=2) as address:
+        assert address.startswith("127.0.0.1:"), address
+        yield SimpleNamespace(root=root, base=base, local=local, local_files=_files(local), address=address, local_s=local_s)
+    assert not ray.is_initialized()
+
+
+def test_ray_run_writes_the_local_run_files(runs):
+    d = _copy(runs.base, runs.root / "ray")
+    t0 = time.time()
+    _cli(d, "--stages", HEAVY, "--backend", "ray", "--address", runs.address)
+    print(f"features, attribution, interventions: local {runs.local_s:.1f} s, Ray {time.time() - t0:.1f} s")
+    a, b = runs.local_files, _files(d)
+    assert sorted(a) == sorted(b), f"other files: {sorted(set(a) ^ set(b))}"   # the same names, no units/ left behind
+    compared = [f for f in a if not f.startswith(EXCLUDED)]
+    assert len(compared) >= 100 and any(f.endswith(".npy") for f in compared) and any(f.endswith(".png") for f in compared)
+    assert not _differing(a, b), f"differ: {_differing(a, b)}"
+    rec = lambda f: json.loads(f)["stages"]
+    for st in HEAVY.split(","):   # the outputs each stage recorded
+        assert rec(a["run.json"])[st]["outputs"] == rec(b["run.json"])[st]["outputs"]
+    assert json.loads(b["run.json"])["config"]["backend"] == "ray"
+    for nb in ("03_features", "04_attribution", "05_interventions"):   # the same tables and figures, the config cell aside
+        sa, sb = _shown(runs.local / "data/demo/notebooks" / f"{nb}.ipynb"), _shown(d / "data/demo/notebooks" / f"{nb}.ipynb")
+        assert sa.keys() == sb.keys()
+        assert [i for i in sa if sa[i] != sb[i]] == [4], nb   # cell 4 shows the RunConfig (backend='ray', address)
+    assert _units_line(d / "data/demo/notebooks/04_attribution.ipynb") == \
+        "attribution: 4 unit(s), 4 run on 2 Ray worker(s), 0 kept from an earlier try"
+
+
+def test_a_killed_worker_is_retried_and_the_files_are_the_same(runs):
+    d = _copy(runs.base, runs.root / "kill")
+    p = _cli(d, "--stages", "attribution", "--backend", "ray", "--address", runs.address, popen=True)
+    killed, workers, t0 = None, set(), time.time()
+    while p.poll() is None and time.time() - t0 < 600:
+        for q in psutil.Process().children(recursive=True):
+            try: title = " ".join(q.cmdline())
+            except psutil.Error: continue
+            if title.startswith("ray::UnitWorker"): workers.add(q.pid)
+            if killed is None and title.startswith("ray::UnitWorker.run"):   # busy with a unit
+                os.kill(q.pid, signal.SIGKILL); killed = q.pid
+        time.sleep(0.05)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 0, out
+    assert killed is not None, "no worker was seen running a unit"
+    assert len(workers) >= 3, f"the killed worker was not restarted (worker pids {sorted(workers)})"
+    b = _files(d)
+    assert not _differing(runs.local_files, b, ATTRIBUTION), _differing(runs.local_files, b, ATTRIBUTION)
+    assert sum(f.startswith(ATTRIBUTION) for f in b) == sum(f.startswith(ATTRIBUTION) for f in runs.local_files) >= 30
+
+
+def test_a_run_whose_driver_is_killed_resumes_with_its_finished_units(runs):
+    d = _copy(runs.base, runs.root / "resume")
+    units = d / "data" / "demo" / "units" / "attribution"
+    p = _cli(d, "--stages", "attribution", "--backend", "ray", "--address", runs.address, popen=True)
+    t0 = time.time()
+    while p.poll() is None and not any(units.glob("*.pkl")) and time.time() - t0 < 600: time.sleep(0.05)
+    kernels = [q for q in psutil.Process(p.pid).children(recursive=True) if "ipykernel" in " ".join(q.cmdline())]
+    assert kernels, "the stage's kernel (the Ray driver) was not found"
+    for q in kernels: os.kill(q.pid, signal.SIGKILL)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode != 0, out
+    kept = len(list(units.glob("*.pkl")))
+    assert 1 <= kept < 4, kept
+    _cli(d, "--stages", "attribution", "--backend", "ray", "--address", runs.address)
+    line = _units_line(d / "data/demo/notebooks/04_attribution.ipynb")
+    assert line == f"attribution: 4 unit(s), {4 - kept} run on {min(2, 4 - kept)} Ray worker(s), {kept} kept from an earlier try"
+    assert not units.parent.exists()
+    b = _files(d)
+    assert not _differing(runs.local_files, b, ATTRIBUTION), _differing(runs.local_files, b, ATTRIBUTION)
