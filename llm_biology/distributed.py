@@ -6,7 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/distributed.html.md"""
 
 # %% ../nbs/12_distributed.ipynb #2478bf7f
 from __future__ import annotations
-import importlib.util, logging, os, pickle, re, shutil
+import importlib.util, logging, os, pickle, re, shutil, socket
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +30,6 @@ _ADDRESS_RE = re.compile(r"^(ray://)?[A-Za-z0-9.\-\[\]:]+:\d+$")
 
 def _reachable(address: str, timeout: float = 5.0) -> bool:
     "True when something accepts a TCP connection at `address` (HOST:PORT, optionally ray://)."
-    import socket
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout): return True
@@ -122,7 +121,7 @@ class UnitWorker:
         self.cfg, self.opened, self.error = cfg, None, None
         try:
             if code_digest() != code:
-                raise DistributedError(f"A Ray worker on {os.uname().nodename} runs other llm_biology code than the "
+                raise DistributedError(f"A Ray worker on {socket.gethostname()} runs other llm_biology code than the "
                                        "driver: install the same version (and the same edits) on every node.")
             self.opened = opener(cfg, None, None)
         except LLMBiologyError as e: self.error = e
