@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peer]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peer,ray]'
 	touch $(STAMP)
 
 ## The main job: every pipeline stage on the embedded demo model, then the report.

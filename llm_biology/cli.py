@@ -7,7 +7,7 @@ Docs: https://llm-biology.github.io/llm_biology/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #6980a634
 from __future__ import annotations
 import argparse, hashlib, json, os, platform, re, socket, sys, time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import NamedTuple, Callable, Sequence
 from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, STAGE_NAMES, get_model_spec, is_hub_id,
                               model_paths, package_asset, parse_layers, read_run_record, read_stage_record, temp_owner,
                               write_run_record)
+from .units import UNIT_STAGES
 
 # %% auto #0
 __all__ = ['STAGES', 'Stage', 'templates_dir', 'select_stages', 'parameters_source', 'stage_parameters',
@@ -295,13 +296,13 @@ def run_pipeline(cfg: RunConfig, stages: str | Sequence[str] | None = None, forc
     for st in selected:
         if not (tdir / st.template).exists(): raise LLMBiologyError(f"Missing template {tdir / st.template}.")
         check_template_parameters(tdir / st.template)
-    with run_lock(paths.root, f"llm-biology run --model {cfg.model}"):
+    with run_lock(paths.root, f"llm-biology run --model {cfg.model}"), ExitStack() as cluster:
         paths.notebooks.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(paths.root)
         record = read_run_record(paths.run_json)
         record.update(config={k: v for k, v in cfg.to_dict().items() if k != "data_dir"},
                       environment=environment_info(cfg.device), revisions=_revisions(cfg))
-        results, t_run = [], time.time()
+        results, t_run, ray_address = [], time.time(), None
         for i, st in enumerate(selected, 1):
             inputs = {f: sha for s in st.reads for f, sha in record["stages"].get(s, {}).get("outputs", {}).items()}
             fp = stage_fingerprint(st, cfg, tdir / st.template, inputs)
@@ -311,6 +312,10 @@ def run_pipeline(cfg: RunConfig, stages: str | Sequence[str] | None = None, forc
                 results.append(StageRun(st.name, "skipped", 0.0, out_nb, len(record["stages"][st.name]["outputs"])))
                 continue
             log(f"[{i}/{len(selected)}] {st.name}: {st.description} ({_scope(cfg)}) ...")
+            if cfg.backend == "ray" and st.name in UNIT_STAGES and not ray_address:
+                from llm_biology.distributed import run_cluster
+                ray_address = cluster.enter_context(run_cluster(cfg))
+                log(f"    units run on the Ray cluster at {ray_address}")
             wall = _execute(st, cfg, tdir, out_nb)
             outputs = collect_outputs(paths.root, st.outputs)
             srec = read_stage_record(paths, st.name) or {}
@@ -426,7 +431,10 @@ def check_run_args(cfg: RunConfig) -> None:
     """Everything about a run that can be checked before any work."""
     check_model_ref(cfg.model)
     check_data_dir(cfg.data_dir)
-    if cfg.device != "cpu":
+    if cfg.backend == "ray":   # the device is the workers': they check it
+        from llm_biology.distributed import check_ray
+        check_ray(cfg)
+    elif cfg.device != "cpu":
         from llm_biology.models import check_device
         check_device(cfg.device)
 

@@ -18,6 +18,7 @@ from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, anal
 from .models import LanguageModel, capture_mlp, load_model
 from .baseline import read_prompts
 from .transcoders import ReconstructionMetrics, TranscoderSet, check_fits, load_transcoders, reconstruction_metrics
+from .units import Opened, Unit, open_backend
 
 # %% auto #0
 __all__ = ['FEATURE_ARRAYS', 'FEATURE_LAYER_FORMAT', 'FEATURE_SUMMARY_FORMAT', 'CONTRAST_ROWS', 'FeatureError',
@@ -488,45 +489,62 @@ def open_model_and_transcoders(cfg: RunConfig, lm=None, transcoders=None, layers
     return lm, transcoders, an
 
 # %% ../nbs/05_features.ipynb #c5b97f86
+def _open_features(cfg: RunConfig, lm=None, transcoders=None) -> Opened:
+    "The stage's model, transcoders (analysis layers only) and analysis layers."
+    return Opened(*open_model_and_transcoders(cfg, lm, transcoders))
+
+def _features_unit(cfg: RunConfig, opened: Opened, unit: Unit) -> FeatureExtraction:
+    "The stage's unit: the features of every record of `unit.payload` at the analysis layers."
+    records, full_activations = unit.payload
+    return extract_features(opened.lm, opened.transcoders, records, opened.layers, cfg.token_positions, cfg.top_k,
+                            cfg.batch_size, groups=[r.behaviour for r in records], full_activations=full_activations)
+
+def _write_features(cfg: RunConfig, paths, ex: FeatureExtraction, full_activations: bool) -> tuple[list, dict, dict]:
+    "The stage's files, tables and figures from the extraction `ex`."
+    layers = sorted(ex.layers)
+    files, rows, tables, figures = [], [], {}, {}
+    for b in cfg.behaviours:
+        sub, per_layer, parts = ex.subset(b), [], []
+        for l in layers:
+            files += write_layer_files(sub, l, paths.features, b, cfg.split, full_activations)
+            kind, classes, table = _behaviour_contrast(ex, b, l, CONTRAST_ROWS)
+            m, lf = sub.layer(l).metrics, sub.layer(l)
+            row = {"behaviour": b, "layer": l, "n_samples": lf.n_samples, "l0": m.l0, "fve": m.fve,
+                   "fve_per_token": m.fve_per_token, "n_active_features": int(len(lf.active_features)),
+                   "dead_fraction": m.dead_fraction}
+            rows.append(row); parts.append(table)
+            per_layer.append({**{k: finite_or_none(v) if isinstance(v, float) else v for k, v in row.items() if k != "behaviour"},
+                              "top_contrast": _records(table)})
+        tab = pd.concat(parts, ignore_index=True)
+        tables[f"contrast:{b}"] = tab.iloc[np.argsort(-_score(tab), kind="stable")].reset_index(drop=True)
+        summary = {"format": FEATURE_SUMMARY_FORMAT, "behaviour": b, "split": cfg.split, "model": cfg.model,
+                   "transcoders": ex.transcoders, "transcoder_revision": ex.transcoder_revision,
+                   "token_positions": cfg.token_positions, "sink_excluded": True, "top_k": cfg.top_k,
+                   "n_prompts": sub.n_prompts, "n_samples": sub.n_samples, "d_transcoder": ex.d_transcoder,
+                   "layers": per_layer, "contrast": {"kind": kind, "classes": list(classes), "reduce": "max",
+                                                     "top_n_per_layer": CONTRAST_ROWS}}
+        files.append(write_json(summary, summary_file(paths.features, b, cfg.split)))
+        what = (" vs ".join(classes) + (" behaviours" if kind == "vs_other_behaviours" else "")) if len(classes) == 2 \
+            else "most active features"
+        figures[f"contrast:{b}"] = save_figure(plot_contrast(tables[f"contrast:{b}"], f"{cfg.model}, {b} ({cfg.split}): {what}"),
+                                               paths.figures / f"features_contrast_{b}_{cfg.split}.png")
+        tables[f"kind:{b}"] = kind
+    tables["summary"] = pd.DataFrame(rows)
+    figures["l0_fve"] = save_figure(plot_l0_fve(tables["summary"], f"{cfg.model}: transcoder features ({cfg.split})"),
+                                    paths.figures / f"features_l0_fve_{cfg.split}.png")
+    return files, tables, figures
+
 def run_features(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None,
                  full_activations: bool = False) -> StageResult:
     """Step 3 for every behaviour of `cfg`: extract, write the spec's files, summaries and figures."""
     with stage_run("features", cfg):
         paths = model_paths(cfg.model, cfg.data_dir)
         read_prompts(cfg)  # every prompt file is there and well-formed before anything heavy loads
-        lm, transcoders, layers = open_model_and_transcoders(cfg, lm, transcoders)
-        records = read_prompts(cfg, lm.tokenizer)
-        allrec = [r for b in cfg.behaviours for r in records[b]]
-        ex = extract_features(lm, transcoders, allrec, layers, cfg.token_positions, cfg.top_k, cfg.batch_size,
-                              groups=[r.behaviour for r in allrec], full_activations=full_activations)
-        files, rows, tables, figures = [], [], {}, {}
-        for b in cfg.behaviours:
-            sub, per_layer, parts = ex.subset(b), [], []
-            for l in layers:
-                files += write_layer_files(sub, l, paths.features, b, cfg.split, full_activations)
-                kind, classes, table = _behaviour_contrast(ex, b, l, CONTRAST_ROWS)
-                m, lf = sub.layer(l).metrics, sub.layer(l)
-                row = {"behaviour": b, "layer": l, "n_samples": lf.n_samples, "l0": m.l0, "fve": m.fve,
-                       "fve_per_token": m.fve_per_token, "n_active_features": int(len(lf.active_features)),
-                       "dead_fraction": m.dead_fraction}
-                rows.append(row); parts.append(table)
-                per_layer.append({**{k: finite_or_none(v) if isinstance(v, float) else v for k, v in row.items() if k != "behaviour"},
-                                  "top_contrast": _records(table)})
-            tab = pd.concat(parts, ignore_index=True)
-            tables[f"contrast:{b}"] = tab.iloc[np.argsort(-_score(tab), kind="stable")].reset_index(drop=True)
-            summary = {"format": FEATURE_SUMMARY_FORMAT, "behaviour": b, "split": cfg.split, "model": cfg.model,
-                       "transcoders": ex.transcoders, "transcoder_revision": ex.transcoder_revision,
-                       "token_positions": cfg.token_positions, "sink_excluded": True, "top_k": cfg.top_k,
-                       "n_prompts": sub.n_prompts, "n_samples": sub.n_samples, "d_transcoder": ex.d_transcoder,
-                       "layers": per_layer, "contrast": {"kind": kind, "classes": list(classes), "reduce": "max",
-                                                         "top_n_per_layer": CONTRAST_ROWS}}
-            files.append(write_json(summary, summary_file(paths.features, b, cfg.split)))
-            what = (" vs ".join(classes) + (" behaviours" if kind == "vs_other_behaviours" else "")) if len(classes) == 2 \
-                else "most active features"
-            figures[f"contrast:{b}"] = save_figure(plot_contrast(tables[f"contrast:{b}"], f"{cfg.model}, {b} ({cfg.split}): {what}"),
-                                                   paths.figures / f"features_contrast_{b}_{cfg.split}.png")
-            tables[f"kind:{b}"] = kind
-        tables["summary"] = pd.DataFrame(rows)
-        figures["l0_fve"] = save_figure(plot_l0_fve(tables["summary"], f"{cfg.model}: transcoder features ({cfg.split})"),
-                                        paths.figures / f"features_l0_fve_{cfg.split}.png")
+        with open_backend(cfg, _open_features, lm, transcoders) as be:
+            records = read_prompts(cfg, be.tokenizer)
+            allrec = [r for b in cfg.behaviours for r in records[b]]
+            unit = Unit("features", "all", tuple(r.prompt_id for r in allrec), (allrec, full_activations),
+                        {"records": allrec, "full_activations": full_activations})
+            [ex] = be.map(_features_unit, [unit])
+            files, tables, figures = _write_features(cfg, paths, ex, full_activations)
     return StageResult("features", cfg, tuple(files) + tuple(figures.values()), tables, figures, ex)
