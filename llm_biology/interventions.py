@@ -442,8 +442,8 @@ def _behaviour(cfg, b: str, records: list, paths, m: dict) -> tuple[list, dict, 
 GVI_COLUMNS = ("prompt_id", "label", "layer", "feature_idx", "predicted_direct", "measured_direct", "measured_total")
 
 def _open_interventions(cfg: RunConfig, lm=None, transcoders=None) -> Opened:
-    "The model, transcoders (analysis layers only) and analysis layers."
-    return Opened(*open_model_and_transcoders(cfg, lm, transcoders))
+    "The model, every layer's transcoder (lazily: the graph check replaces every MLP) and the analysis layers."
+    return Opened(*open_model_and_transcoders(cfg, lm, transcoders, layers=None))
 
 def run_interventions(cfg: RunConfig, lm: LanguageModel | None = None, transcoders: TranscoderSet | None = None) -> StageResult:
     """Step 5 for every analysed behaviour: the spec's experiments, faithfulness, graph vs intervention, steering."""
