@@ -230,13 +230,14 @@ class RunConfig:
         _check_choice("split", self.split, ("train", "test"))
         _check_choice("pruning", self.pruning, ("influence", "topk"))
         _check_choice("backend", self.backend, ("local", "ray"))
+        if self.dtype is not None: _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
         if not (self.token_positions == "all" or (self.token_positions.startswith("last_") and
                                                   self.token_positions[5:].isdigit() and int(self.token_positions[5:]) > 0)):
             raise LLMBiologyError(f"token_positions must be 'all' or 'last_<k>' with k >= 1 (e.g. last_5), not "
                                   f"{self.token_positions!r}.")
         for name in ("batch_size", "top_k", "top_k_edges", "n_control_draws", "catalog_features"):
             _check_int(name, getattr(self, name), 1)
-        for name in ("n_train", "n_test"): _check_int(name, getattr(self, name), 0)
+        for name in ("n_train", "n_test"): _check_int(name, getattr(self, name), 1)  # the prompts stage writes both
         for name in ("n_prompts", "max_feature_nodes"):
             if getattr(self, name) is not None: _check_int(name, getattr(self, name), 1)
         for name in ("node_threshold", "edge_threshold", "feature_frequency_threshold"):
