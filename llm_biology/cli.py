@@ -6,15 +6,15 @@ Docs: https://llm-biology.github.io/llm_biology/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #6980a634
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, re, socket, sys, time
+import argparse, hashlib, json, os, platform, re, socket, sys, tempfile, time
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple, Callable, Sequence
 
-from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, STAGE_NAMES, get_model_spec, is_hub_id,
-                              model_paths, package_asset, parse_layers, read_run_record, read_stage_record, temp_owner,
+from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, STAGE_NAMES, analysis_layers, get_model_spec,
+                              is_hub_id, model_paths, package_asset, parse_layers, read_run_record, read_stage_record, temp_owner,
                               write_run_record)
 
 # %% auto #0
@@ -22,7 +22,7 @@ __all__ = ['STAGES', 'Stage', 'templates_dir', 'select_stages', 'parameters_sour
            'check_template_parameters', 'sync_templates', 'nbformat_read', 'file_digest', 'collect_outputs',
            'code_digest', 'stage_fingerprint', 'environment_info', 'resolve_revision', 'run_lock', 'remove_stale_temps',
            'stage_error', 'StageRun', 'RunResult', 'check_model_ref', 'run_pipeline', 'build_parser',
-           'config_from_args', 'check_data_dir', 'check_run_args', 'main']
+           'config_from_args', 'check_data_dir', 'check_transcoders_ref', 'check_run_args', 'main']
 
 # %% ../nbs/11_cli.ipynb #2436eac9
 class Stage(NamedTuple):
@@ -263,8 +263,14 @@ class RunResult(NamedTuple):
     run_json: Path
 
 def check_model_ref(ref: str) -> None:
-    """Refuse a model that is neither a registry slug, a folder, nor a hub id (org/name)."""
-    if ref in MODEL_REGISTRY or Path(ref).expanduser().is_dir() or is_hub_id(ref): return
+    """Refuse a model that is neither a registry slug, a model folder (with config.json), nor a hub id (org/name)."""
+    if not ref.strip():
+        raise LLMBiologyError("--model is empty: give a registry slug (e.g. --model demo), a hub id (org/name) or a model folder.")
+    if ref in MODEL_REGISTRY or is_hub_id(ref): return
+    if Path(ref).expanduser().is_dir():
+        if (Path(ref).expanduser() / "config.json").is_file(): return
+        raise LLMBiologyError(f"Model folder {ref} has no config.json, so it is not a Hugging Face model folder. Point at "
+                              "the folder that holds config.json and *.safetensors (written by `save_pretrained`).")
     if ref.startswith((".", "/", "~")) or os.sep in ref:
         raise LLMBiologyError(f"Model folder {ref} does not exist (relative folders are read from the working directory, "
                               f"{Path.cwd().name}/). Fix the path, or give a registry slug or a hub id (org/name).")
@@ -302,7 +308,8 @@ def run_pipeline(cfg: RunConfig, stages: str | Sequence[str] | None = None, forc
                       environment=environment_info(cfg.device), revisions=_revisions(cfg))
         results, t_run = [], time.time()
         for i, st in enumerate(selected, 1):
-            inputs = {f: sha for s in st.reads for f, sha in record["stages"].get(s, {}).get("outputs", {}).items()}
+            inputs = {f: file_digest(paths.root / f) if (paths.root / f).is_file() else None  # as they are now: a hand
+                      for s in st.reads for f in record["stages"].get(s, {}).get("outputs", {})}  # edit re-runs the stage
             fp = stage_fingerprint(st, cfg, tdir / st.template, inputs)
             out_nb = paths.notebooks / st.template
             if not force and _is_done(record["stages"].get(st.name), fp, paths.root):
@@ -355,10 +362,15 @@ def _execute(st: Stage, cfg: RunConfig, tdir: Path, out_nb: Path) -> float:
 @contextmanager
 def _kernel_env():
     "Environment of the stage kernels: no tqdm notebook-widget warning (no ipywidgets) in the report pages."
-    old = os.environ.get("PYTHONWARNINGS")
+    # papermill's log ("Kernel died while waiting for execute reply.") is not printed beside the one-line error
+    # (Python's last-resort handler would), unless the caller set up logging
+    import logging
+    old, quiet, log = os.environ.get("PYTHONWARNINGS"), logging.NullHandler(), logging.getLogger("papermill")
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [old, "ignore:IProgress not found"]))
+    log.addHandler(quiet)
     try: yield
     finally:
+        log.removeHandler(quiet)
         if old is None: os.environ.pop("PYTHONWARNINGS", None)
         else: os.environ["PYTHONWARNINGS"] = old
 
@@ -389,9 +401,14 @@ def _field_option(r: argparse.ArgumentParser, f) -> None:
     elif t.startswith("float"): r.add_argument(f"--{name}", type=_none_or(float, name, "0.5"), **kw)
     else: r.add_argument(f"--{name}", type=_none_or(str, name, repr(default) if default else "value") if "None" in t else str, **kw)
 
+class _Parser(argparse.ArgumentParser):
+    "argparse with its errors on one line (not after the whole usage block)."
+    def error(self, message):
+        self.exit(2, f"llm-biology: error: {message} (see `{self.prog} --help`)\n")
+
 def build_parser() -> argparse.ArgumentParser:
     """The `llm-biology` argument parser (the `run` options derived from `RunConfig`)."""
-    p = argparse.ArgumentParser(prog="llm-biology", description="Circuits in Qwen3 with transcoders.")
+    p = _Parser(prog="llm-biology", description="Circuits in Qwen3 with transcoders.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run pipeline stages for one model (default: the demo model)")
     for f in fields(RunConfig): _field_option(r, f)
@@ -417,17 +434,46 @@ def check_data_dir(data_dir: str | Path) -> None:
     if p.exists() and not p.is_dir():
         raise LLMBiologyError(f"--data-dir {data_dir} is a file, not a folder; e.g. --data-dir data.")
     existing = next(q for q in [p, *p.absolute().parents] if q.exists())
+    if not existing.is_dir():
+        raise LLMBiologyError(f"--data-dir {data_dir} cannot be created: {existing} is a file, not a folder; e.g. --data-dir data.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LLMBiologyError(f"--data-dir {data_dir} is not writable ({existing} is read-only for this user); choose a "
                               "folder you can write, e.g. --data-dir ~/llm_biology_data.")
+    try:  # what os.access cannot tell (root, read-only or virtual file systems): create it and write in it
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p): pass
+    except OSError as e:
+        raise LLMBiologyError(f"--data-dir {data_dir} cannot be created or written ({e.strerror}); choose a folder you can "
+                              "write, e.g. --data-dir ~/llm_biology_data.") from None
+
+def _n_layers(model: str) -> int | None:
+    "The layer count of a registry model or a model folder, known without loading it (else None)."
+    if model in MODEL_REGISTRY: return MODEL_REGISTRY[model].n_layers
+    try: return int(json.loads((Path(model).expanduser() / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError): return None  # a hub id, or a config the loader will report
+
+def check_transcoders_ref(ref: str | None) -> None:
+    """Refuse a transcoder folder that does not exist or has no config.yaml (hub ids are checked when opened)."""
+    if ref is None or ref in MODEL_REGISTRY: return
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        if (folder / "config.yaml").is_file(): return
+        raise LLMBiologyError(f"No config.yaml in transcoder folder {ref}. A transcoder set needs config.yaml with "
+                              "`model_kind: transcoder_set` and its hooks beside layer_{i}.safetensors files.")
+    if ref.startswith((".", "/", "~")) or (ref.count("/") > 1 and "//" not in ref):
+        raise LLMBiologyError(f"Transcoder folder {ref} does not exist (relative folders are read from the working "
+                              "directory). Fix the path, or give a hub id org/name[@revision][//subfolder].")
 
 def check_run_args(cfg: RunConfig) -> None:
-    """Everything about a run that can be checked before any work."""
+    """Everything about a run that can be checked before any work (the data dir last: it is created)."""
     check_model_ref(cfg.model)
-    check_data_dir(cfg.data_dir)
+    model_paths(cfg.model, cfg.data_dir)  # refuses a slug that would leave the data dir
+    check_transcoders_ref(cfg.transcoders)
+    if cfg.layers is not None and (n := _n_layers(cfg.model)) is not None: analysis_layers(cfg.layers, n)
     if cfg.device != "cpu":
         from llm_biology.models import check_device
         check_device(cfg.device)
+    check_data_dir(cfg.data_dir)
 
 # %% ../nbs/11_cli.ipynb #3fce23e0
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.command == "run":
             cfg = config_from_args(a)
+            select_stages(a.stages)
             check_run_args(cfg)
             run_pipeline(cfg, a.stages, force=a.force)
             if not a.no_render: _render(cfg.data_dir, a.site_dir)
