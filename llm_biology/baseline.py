@@ -239,7 +239,7 @@ def read_prompts(cfg: RunConfig, tokenizer=None) -> dict:
     if missing:
         raise BaselineError(f"Missing prompt file(s) {', '.join(missing)}: run the prompts stage first "
                             f"(`llm-biology run --model {cfg.model} --stages prompts`).")
-    return {b: read_jsonl(paths.prompt_file(b, cfg.split), tokenizer)[:cfg.n_prompts] for b in cfg.behaviours}
+    return {b: read_jsonl(paths.prompt_file(b, cfg.split), tokenizer, b, cfg.split)[:cfg.n_prompts] for b in cfg.behaviours}
 
 def _summary(metrics: dict) -> str:
     return "\n".join(f"- **{b}**: {m['decision']}: accuracy {m['accuracy']:.0%} (bar {m['success_threshold']:.0%}, "

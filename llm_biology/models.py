@@ -207,9 +207,14 @@ def _load_folder(folder: Path, device, dtype, model_kwargs, **meta) -> LanguageM
                               "folder that holds config.json and *.safetensors (written by `save_pretrained`).")
     from transformers import AutoModelForCausalLM
     weights = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "no *.safetensors file"
+    pickles = sorted(p.name for e in ("bin", "pt", "pth", "ckpt") for p in folder.glob(f"*.{e}"))
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise LLMBiologyError(f"{folder} holds only pickled weights ({', '.join(pickles)}), which are never loaded (a pickle "
+                              "can run code). Fix: download the model's *.safetensors files, or convert the weights on a "
+                              "machine you trust (`save_pretrained(folder, safe_serialization=True)`).")
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
-                                                     trust_remote_code=False, **model_kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True, output_loading_info=True,
+                                                           trust_remote_code=False, **model_kwargs)
         tokenizer = _auto_tokenizer(folder)
     except Exception as e:  # OSError, ValueError, safetensors' errors on a truncated file, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -217,6 +222,13 @@ def _load_folder(folder: Path, device, dtype, model_kwargs, **meta) -> LanguageM
                               "folder needs config.json, complete *.safetensors weights (a truncated or corrupt file "
                               "must be downloaded again; pickled .bin files are refused) and tokenizer files, for a "
                               "model type this transformers version knows.") from None
+    few, odd = lambda ks: ", ".join(ks[:3]) + (", ..." if len(ks) > 3 else ""), []
+    if ks := sorted(info.get("missing_keys") or ()): odd.append(f"the weights miss {len(ks)} tensor(s) of the model ({few(ks)})")
+    if ks := sorted(info.get("unexpected_keys") or ()):
+        odd.append(f"they hold {len(ks)} tensor(s) the model has no place for ({few(ks)})")
+    if odd:  # transformers would initialize the missing at random and drop the rest, with a warning only
+        raise LLMBiologyError(f"{folder} ({weights}) does not fit its config.json: {'; '.join(odd)}. Fix: use the config.json "
+                              "saved with these weights, or download the weights again.")
     for name, t in model.state_dict().items():   # a diverged or corrupt checkpoint is refused here, not at the end
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise LLMBiologyError(f"{folder} ({weights}): tensor {name} holds {int((~torch.isfinite(t)).sum())} "

@@ -357,8 +357,12 @@ def _check_tokens(r: PromptRecord, encoder: _Encoder, where: str) -> None:
     except PromptError as e:
         raise PromptFileError(f"{where}, field 'incorrect_answer': {e} {_FIX}") from None
 
-def read_jsonl(path: str | Path, tokenizer=None) -> list[PromptRecord]:
-    """Read and validate a prompt JSONL file (answers checked with `tokenizer` if given); errors name file, line, field."""
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+def read_jsonl(path: str | Path, tokenizer=None, behaviour: str | None = None, split: str | None = None) -> list[PromptRecord]:
+    """Read and validate a prompt JSONL file (answers checked with `tokenizer`, records with the file's `behaviour` and
+    `split`, if given); errors name file, line, field."""
     path = Path(path)
     if not path.is_file():
         raise PromptFileError(f"Missing prompt file {path}: generate it with `llm-biology run --stages prompts`.")
@@ -369,10 +373,15 @@ def read_jsonl(path: str | Path, tokenizer=None) -> list[PromptRecord]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip(): continue
         where = f"{path}, line {n}"
-        try: obj = json.loads(line)
+        try: obj = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise PromptFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno}). {_FIX}") from None
+        except ValueError as e: raise PromptFileError(f"{where}: not valid JSON ({e}). {_FIX}") from None
         r = _record_from_dict(obj, where)
+        for k, want in (("behaviour", behaviour), ("split", split)):
+            if want is not None and getattr(r, k) != want:
+                raise PromptFileError(f"{where}, field {k!r}: a {getattr(r, k)} record in the file of {want} prompts; "
+                                      f"move it to its own file. {_FIX}")
         if r.prompt_id in lines:
             raise PromptFileError(f"{where}: the same prompt and answers as line {lines[r.prompt_id]} (prompt_id "
                                   f"{r.prompt_id}). Remove one of them. {_FIX}")

@@ -24,7 +24,7 @@ def run_prompts(cfg: RunConfig, lm: LanguageModel | None = None, transcoders=Non
         paths = model_paths(cfg.model, cfg.data_dir)
         write_prompts(tok, paths, cfg.behaviours, seed=cfg.prompt_seed, n_train=cfg.n_train, n_test=cfg.n_test)
         files = [paths.prompt_file(b, s) for b in cfg.behaviours for s in ("train", "test")]
-        recs = {(b, s): read_jsonl(paths.prompt_file(b, s), tok) for b in cfg.behaviours for s in ("train", "test")}
+        recs = {(b, s): read_jsonl(paths.prompt_file(b, s), tok, b, s) for b in cfg.behaviours for s in ("train", "test")}
         counts = pd.DataFrame([{"behaviour": b, **{s: len(recs[b, s]) for s in ("train", "test")},
                                 **{f"distinct_{s}": len({r.prompt for r in recs[b, s]}) for s in ("train", "test")}}
                                for b in cfg.behaviours]).set_index("behaviour")

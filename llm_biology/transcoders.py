@@ -177,7 +177,10 @@ def _parse_config(text: str, where: str) -> dict:
     """Validate the text of a transcoder set's config.yaml; return it as a dict."""
     try: cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise TranscoderError(f"{where} is not valid YAML ({e}). Fix or re-download the file.") from e
+        mark = getattr(e, "problem_mark", None)   # one line: yaml's own message spans several, with a caret
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise TranscoderError(f"{where} is not valid YAML ({at}{getattr(e, 'problem', None) or type(e).__name__}). "
+                              "Fix or re-download the file.") from None
     if not isinstance(cfg, dict):
         raise TranscoderError(f"{where} must be a YAML mapping with model_kind, feature_input_hook and feature_output_hook.")
     kind = cfg.get("model_kind")
