@@ -403,9 +403,10 @@ def faithfulness_figure(summary: dict, title: str = "Circuit faithfulness") -> s
 def _faith_table(summary: dict) -> str:
     rows = sorted(summary["per_k"], key=lambda r: (r["class"], r["k"]))
     return md_table(["class", "k", "drop (top-k)", "95% CI", "drop (matched)", "95% CI", "drop (unmatched)", "ratio (matched)",
-                     "95% CI", "sufficiency"],
+                     "95% CI", "excess (matched)", "95% CI", "sufficiency"],
                     [[r["class"], r["k"], r["mean_drop_top"], _ci(r["ci_top"]), r["mean_drop_matched"], _ci(r["ci_matched"]),
-                      r["mean_drop_unmatched"], r["ratio_matched"], _ci(r["ci_ratio_matched"]), r["sufficiency"]] for r in rows])
+                      r["mean_drop_unmatched"], r["ratio_matched"], _ci(r["ci_ratio_matched"]),
+                      r["excess_matched"], _ci(r["ci_excess_matched"]), r["sufficiency"]] for r in rows])
 
 def _split_table(scores) -> str:
     m = scores[["logit_diff", "direct_features", "direct_errors", "direct_tokens", "unattributed"]].mean()
@@ -490,8 +491,10 @@ def model_page(run: ModelRun, page: Path) -> str:
                + (f", device `{env['device']}`" if env.get("device") else "") + ".\n\n")
     out.append("## Behaviours\n\nThe headline of a circuit is `ratio_matched` at k = 10: how many times more its top-k promoting "
                "features move the logit difference than k random features matched to them in layer and activation (95% "
-               "bootstrap interval over prompts), per class:\n\n"
+               "bootstrap interval over prompts), per class, and beside it the excess drop over the control, in logits "
+               "(the ratio is empty, –, when the control can raise the logit difference):\n\n"
                "$$r_k = \\frac{\\bar\\Delta_{\\text{top-}k}}{\\bar\\Delta_{\\text{matched}}}, \\qquad "
+               "e_k = \\bar\\Delta_{\\text{top-}k} - \\bar\\Delta_{\\text{matched}}, \\qquad "
                "\\Delta = \\text{logit diff}_{\\text{clean}} - \\text{logit diff}_{\\text{ablated}}$$\n\n")
     rows = []
     for b in run.behaviours:
@@ -500,11 +503,12 @@ def model_page(run: ModelRun, page: Path) -> str:
         heads = [(c, headline(f, c)) for c in f["classes"]] if f else []
         ratio = "; ".join(f"{c}: {_fmt(h['ratio_matched']) if h['ratio_matched'] is not None else '–'} {_ci(h['ci_ratio_matched'])}"
                           for c, h in heads if h) or None
+        excess = "; ".join(f"{c}: {_fmt(h['excess_matched'])} {_ci(h['ci_excess_matched'])}" for c, h in heads if h) or None
         suff = "; ".join(f"{c}: {_fmt(s['mean'])}" for c, s in (f["sufficiency_full"].items() if f else []) if s["mean"] is not None) or None
         rows.append([f"[{b}](#{b.replace('_', '-')})", m.get("accuracy"), m.get("success_threshold"), _badge(m.get("passed")),
-                     n_feat, ratio, suff])
+                     n_feat, ratio, excess, suff])
     out.append(md_table(["behaviour", "accuracy", "threshold", "baseline", "circuit features (per class)",
-                         "ratio vs matched control (k=10)", "sufficiency"], rows))
+                         "ratio vs matched control (k=10)", "excess drop over it (k=10)", "sufficiency"], rows))
     for b in run.behaviours:
         out.append(f"\n## {b} {{#{b.replace('_', '-')}}}\n\n")
         m = run.baseline.get(b)

@@ -468,7 +468,7 @@ def run_interventions(cfg: RunConfig, lm: LanguageModel | None = None, transcode
                 for r in s["per_k"]:
                     if r["k"] == 10 or r["k"] == max(x["k"] for x in s["per_k"] if x["class"] == r["class"]):
                         rows.append({"behaviour": b, **{k: r[k] for k in ("class", "k", "mean_drop_top", "mean_drop_matched",
-                                                                          "ratio_matched", "sufficiency")},
+                                                                          "ratio_matched", "excess_matched", "sufficiency")},
                                      "monotone": s["monotone"][r["class"]]})
         tables["summary"] = pd.DataFrame(rows).drop_duplicates(["behaviour", "class"]) if rows else pd.DataFrame()
     return StageResult("interventions", cfg, tuple(files) + tuple(figures.values()), tables, figures, list(sel.records))

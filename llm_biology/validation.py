@@ -33,12 +33,12 @@ def bootstrap_ci(x, n_boot: int = 2000, seed: int = 456, level: float = 0.95) ->
     return [float(np.quantile(means, a)), float(np.quantile(means, 1 - a))]
 
 def ratio_ci(num, den, n_boot: int = 2000, seed: int = 456, level: float = 0.95) -> list | None:
-    """The bootstrap interval of mean(num) / mean(den), resampling prompts (paired); None when den's mean can be 0."""
+    """The bootstrap interval of mean(num) / mean(den), resampling prompts (paired); None unless den's mean is surely > 0."""
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     if len(num) == 0: return None
     idx = np.random.default_rng(seed).integers(0, len(num), (n_boot, len(num)))
     d = den[idx].mean(1)
-    if (d <= 0).any() and (d >= 0).any(): return None   # the interval of the ratio is unbounded
+    if (d <= 0).any(): return None   # a control that can raise the logit difference: no ratio compares
     r = num[idx].mean(1) / d
     a = (1 - level) / 2
     return [float(np.quantile(r, a)), float(np.quantile(r, 1 - a))]
@@ -148,12 +148,16 @@ def circuit_faithfulness(lm: LanguageModel, tcs: TranscoderSet, records: Sequenc
     return Faithfulness(ks, circuit, base, top, m, u, suff, sum(d.fallbacks for d in draws.values()))
 
 # %% ../nbs/07d_validation.ipynb #58b72a29
+_UNBOUNDED = "the matched drop's interval holds 0: unbounded ratio"
+_RAISES = "the matched control raises the logit difference (mean drop <= 0): no ratio; read excess_matched"
+
 def faithfulness_rows(f: Faithfulness, class_label: str, seed: int = 456) -> list[dict]:
     """Per k: features, mean drops with 95% intervals (top, matched, unmatched), their ratios, and sufficiency."""
     rows = []
     for i, k in enumerate(f.ks):
         top, m, u = f.top_drops[i], f.matched_drops[i].mean(0), f.unmatched_drops[i].mean(0)
         r = ratio_ci(top, m, seed=seed)
+        note = None if r is not None else (_RAISES if m.mean() <= 0 else _UNBOUNDED)
         rows.append({"k": k, "class": class_label, "n_prompts": len(top), "n_features": k,
                      "top_features": [f"L{l}_F{x}" for l, x in f.circuit[:k]],
                      "mean_drop_top": float(top.mean()), "ci_top": bootstrap_ci(top, seed=seed),
@@ -161,7 +165,8 @@ def faithfulness_rows(f: Faithfulness, class_label: str, seed: int = 456) -> lis
                      "mean_drop_unmatched": float(u.mean()), "ci_unmatched": bootstrap_ci(u, seed=seed),
                      "ratio_matched": finite_or_none(top.mean() / m.mean()) if r is not None else None,
                      "ci_ratio_matched": r,
-                     "ratio_matched_note": None if r is not None else "the matched drop's interval holds 0: unbounded ratio",
+                     "ratio_matched_note": note,
+                     "excess_matched": float((top - m).mean()), "ci_excess_matched": bootstrap_ci(top - m, seed=seed),
                      "ratio_unmatched": finite_or_none(top.mean() / u.mean()) if ratio_ci(top, u, seed=seed) else None,
                      "sufficiency": finite_or_none(np.nanmean(f.sufficiency[i])), "ci_sufficiency": bootstrap_ci(f.sufficiency[i], seed=seed)})
     return rows

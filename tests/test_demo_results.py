@@ -52,3 +52,16 @@ def test_demo_results_pass_the_strict_readers():
             assert c["label"] and c["logit_effects"]["top"] and c["logit_effects"]["bottom"], f"{b} {c['id']}"
             assert len(c["examples"]) >= 5, f"{b} {c['id']}: {len(c['examples'])} examples"
         assert cat["supernodes"], f"{b}: no supernodes"
+
+
+def test_demo_faithfulness_rows_are_read_as_defined():
+    """Every per-k row has its excess drop; a ratio appears only over a control that surely lowers the answer."""
+    run = load_run(DEMO)
+    for b, f in run.faithfulness.items():
+        for r in f["per_k"]:
+            where = f"{b} {r['class']} k={r['k']}"
+            assert abs(r["excess_matched"] - (r["mean_drop_top"] - r["mean_drop_matched"])) < 1e-6, where
+            lo, hi = r["ci_excess_matched"]
+            assert lo <= r["excess_matched"] <= hi, where
+            if r["ratio_matched"] is None: assert r["ratio_matched_note"], where
+            else: assert r["ratio_matched"] > 0 and r["ci_matched"][0] > 0, where
