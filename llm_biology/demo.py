@@ -21,8 +21,8 @@ from .prompts import (GRAMMAR_SUBJECTS, VERB_PAIRS, CAPITALS, SENTIMENT_WORDS, S
                                  prompt_pool, generate_prompts)
 from .testing import build_qwen_tokenizer, tiny_qwen3_config
 from .models import LanguageModel, logprob_diffs
-from .transcoders import (Transcoder, activation_function, save_transcoders, load_transcoders,
-                                     reconstruction_metrics)
+from .reconstruction import reconstruction_metrics
+from .transcoders import Transcoder, activation_function, save_transcoders, load_transcoders
 
 # %% auto #0
 __all__ = ['DemoError', 'filler_sentences', 'build_corpus', 'find_leaks', 'build_demo_tokenizer', 'DemoConfig', 'eval_records',
@@ -398,7 +398,7 @@ def _scale(t: torch.Tensor) -> float:
     return float(t.double().pow(2).mean().sqrt())
 
 def token_metrics(tc: Transcoder, X: torch.Tensor, Y: torch.Tensor):
-    """`transcoders.reconstruction_metrics` on flat (tokens, d_model) inputs and outputs, every token counted."""
+    """`reconstruction.reconstruction_metrics` on flat (tokens, d_model) inputs and outputs, every token counted."""
     return reconstruction_metrics(tc, X[None], Y[None], mask=torch.ones(1, X.shape[0], dtype=torch.bool))
 
 def fit_transcoder(X: torch.Tensor, Y: torch.Tensor, cfg: TranscoderConfig = TranscoderConfig(), seed: int = 0,

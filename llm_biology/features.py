@@ -17,7 +17,8 @@ from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, anal
                               finite_or_none, get_behaviour_spec, model_paths, read_json, save_figure, stage_run, write_json)
 from .models import LanguageModel, capture_mlp, load_model
 from .baseline import read_prompts
-from .transcoders import ReconstructionMetrics, TranscoderSet, check_fits, load_transcoders, reconstruction_metrics
+from .reconstruction import ReconstructionMetrics, reconstruction_metrics
+from .transcoders import TranscoderSet, check_fits, load_transcoders
 from .units import Opened, Unit, open_backend
 
 # %% auto #0

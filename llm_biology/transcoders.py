@@ -1,4 +1,4 @@
-"""Per-layer transcoder (PLT) sets in circuit-tracer's on-disk format: load lazily from the hub or a folder, encode, decode, save, and measure reconstruction.
+"""Per-layer transcoder (PLT) sets in circuit-tracer's on-disk format: load lazily from the hub or a folder, encode, decode and save (how well they reconstruct: `reconstruction`).
 
 Docs: https://llm-biology.github.io/llm_biology/transcoders.html.md"""
 
@@ -23,7 +23,7 @@ from .core import LLMBiologyError, MODEL_REGISTRY, atomic_write
 # %% auto #0
 __all__ = ['FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'activation_function', 'streamed', 'feature_threshold',
            'Transcoder', 'HubRef', 'parse_hub_ref', 'FeatureRows', 'TranscoderSet', 'load_transcoders', 'check_fits',
-           'save_transcoders', 'ReconstructionMetrics', 'reconstruction_metrics']
+           'save_transcoders']
 
 # %% ../nbs/03_transcoders.ipynb #aabf056e
 class TranscoderError(LLMBiologyError):
@@ -557,53 +557,3 @@ def save_transcoders(out_dir: str | Path, layers: dict[int, dict[str, torch.Tens
     cfg = {"model_kind": "transcoder_set", "feature_input_hook": feature_input_hook, "feature_output_hook": feature_output_hook}
     with atomic_write(out / "config.yaml") as f: yaml.safe_dump(cfg, f, sort_keys=False)
     return out
-
-# %% ../nbs/03_transcoders.ipynb #25f84899
-class ReconstructionMetrics(NamedTuple):
-    """How well one transcoder reconstructs its MLP's output on a set of tokens."""
-    fve: float
-    fve_per_token: float
-    mse: float
-    l0: float
-    dead_fraction: float
-    n_tokens: int
-
-def _token_mask(shape: tuple, mask) -> torch.Tensor:
-    """`mask` as a bool tensor of `shape`; None: every position but 0 (dim -1 of `shape`)."""
-    if mask is None:
-        m = torch.ones(shape, dtype=torch.bool)
-        if len(shape): m[..., 0] = False
-        return m
-    m = torch.as_tensor(mask).bool().cpu()
-    if tuple(m.shape) != tuple(shape):
-        raise TranscoderError(f"mask has shape {tuple(m.shape)}, expected {tuple(shape)} (the leading dims of mlp_in).")
-    return m
-
-def reconstruction_metrics(tc: Transcoder, mlp_in: torch.Tensor, mlp_out: torch.Tensor, mask=None,
-                           chunk: int = 512) -> ReconstructionMetrics:
-    """Pooled and per-token FVE, MSE, L0 and dead fraction of `tc` on MLP inputs/outputs (..., pos, d_model)."""
-    if mlp_in.shape != mlp_out.shape or mlp_in.shape[-1] != tc.d_model:
-        raise TranscoderError(f"mlp_in {tuple(mlp_in.shape)} and mlp_out {tuple(mlp_out.shape)} must both be "
-                              f"(..., pos, d_model={tc.d_model}).")
-    m = _token_mask(tuple(mlp_in.shape[:-1]), mask).to(mlp_in.device)
-    X, Y = mlp_in[m], mlp_out[m]
-    n = X.shape[0]
-    if n == 0: raise TranscoderError("reconstruction_metrics got no tokens (all masked out).")
-    y64 = Y.double().cpu()
-    sse_t = torch.empty(n, dtype=torch.float64)
-    sst = ((y64 - y64.mean(0)) ** 2).sum()                 # pooled, about the mean
-    ssm_t = ((y64 - torch.from_numpy(np.median(y64.numpy(), 0))) ** 2).sum(-1)  # per token, about the median
-    active = torch.zeros(tc.d_transcoder, dtype=torch.bool, device=tc.device); l0 = 0
-    with torch.no_grad():
-        for i in range(0, n, chunk):
-            x = X[i:i + chunk]
-            acts = tc.encode(x)
-            rec = tc.decode(acts) + (tc.skip(x) if tc.W_skip is not None else 0)
-            nz = acts != 0
-            l0 += int(nz.sum()); active |= nz.any(0)
-            sse_t[i:i + chunk] = ((y64[i:i + chunk] - rec.double().cpu()) ** 2).sum(-1)
-    keep = ssm_t > 1e-6 * ssm_t.median()
-    per_tok = (1 - sse_t[keep] / ssm_t[keep]).mean().item() if keep.any() else float("nan")
-    return ReconstructionMetrics(fve=1 - (sse_t.sum() / sst).item(), fve_per_token=per_tok,
-                                 mse=(sse_t.sum() / (n * tc.d_model)).item(), l0=l0 / n,
-                                 dead_fraction=1 - active.float().mean().item(), n_tokens=n)

@@ -6,7 +6,8 @@ from llm_biology.baseline import evaluate_behaviour
 from llm_biology.core import BEHAVIOURS, get_model_spec
 from llm_biology.models import capture_mlp, load_model
 from llm_biology.prompts import generate_prompts
-from llm_biology.transcoders import check_fits, load_transcoders, reconstruction_metrics
+from llm_biology.reconstruction import reconstruction_metrics
+from llm_biology.transcoders import check_fits, load_transcoders
 
 
 @pytest.fixture(scope="module")
