@@ -497,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pipeline(cfg, a.stages, force=a.force)
             if not a.no_render: _render(cfg.data_dir, a.site_dir)
         elif a.command == "demo":
-            from llm_biology import demo
-            demo.train_demo(a.out)
+            from llm_biology.demo_transcoders import train_demo
+            train_demo(a.out)
         elif a.command == "render": _render(a.data_dir, a.site_dir)
     except LLMBiologyError as e:
         print(f"llm-biology: error: {e}", file=sys.stderr); return 2
