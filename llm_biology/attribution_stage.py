@@ -21,11 +21,11 @@ from . import attribution
 from .baseline import select_records
 from .core import (BEHAVIOURS, LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, atomic_write,
                               get_behaviour_spec, model_paths, save_figure, stage_run)
-from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, annotate_frontend, as_graph,
-                                class_title, circuit_features, node_id,
-                                feature_table, frontend_graph, influence_series, normalized_abs, prompt_graph, prune,
-                                prune_topk, read_graph_json, target_weight_vector, write_frontend_graph, write_graph_json,
-                                write_graphml, _target_position)
+from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph, class_title,
+                                circuit_features, node_id, feature_table, influence_series, normalized_abs, prompt_graph,
+                                prune, prune_topk, read_graph_json, target_weight_vector, write_graph_json, write_graphml,
+                                _target_position)
+from .viewer import annotate_frontend, frontend_graph, write_frontend_graph
 from .models import load_model
 from .transcoders import load_transcoders, check_fits
 from .interpret import (SUPERNODE_METHOD, build_catalogs, catalog_file, catalog_table, labels_of, load_corpus,

@@ -1,4 +1,4 @@
-"""Step 4's graph layer: pruning by influence, replacement and completeness scores, per-prompt and aggregated networkx graphs, virtual weights, exports (graphml, JSON, circuit-tracer's viewer).
+"""Step 4's graph layer: pruning by influence, replacement and completeness scores, per-prompt and aggregated networkx graphs, virtual weights, exports (graphml, JSON; circuit-tracer's viewer JSON is `viewer`).
 
 Docs: https://llm-biology.github.io/llm_biology/graphs.html.md"""
 
@@ -24,9 +24,8 @@ __all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEAT
            'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
            'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
            'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
-           'read_graphml', 'frontend_graph', 'viewer_feature_id', 'viewer_error_id', 'annotate_frontend',
-           'write_frontend_graph', 'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features',
-           'feature_table', 'virtual_weights']
+           'read_graphml', 'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table',
+           'virtual_weights']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -552,90 +551,6 @@ def read_graphml(path, fmt: str | None = None) -> nx.DiGraph:
     d = graph_to_dict(nx.DiGraph(G), found if found in _SCHEMAS else PROMPT_GRAPH_FORMAT)
     d["format"] = found
     return graph_from_dict(d, str(path), fmt)
-
-# %% ../nbs/07_graphs.ipynb #ddea7f88
-def _cantor(x: int, y: int) -> int: return (x + y) * (x + y + 1) // 2 + y
-
-def frontend_graph(graph, pruned: PruneResult | None = None, slug: str = "graph", scan: str | None = None,
-                   node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
-    """The pruned graph as a dict in circuit-tracer's frontend schema (opens in its viewer)."""
-    g = as_graph(graph)
-    pr = pruned if pruned is not None else prune(g, node_threshold, edge_threshold)
-    ids, L, T = g.node_ids, g.n_layers, g.n_pos
-    vocab = g.vocab_size if g.vocab_size is not None else int(g.input_ids.max()) + 1
-    t_idx = g.index("target").tolist()
-    nodes = {}
-    for i in pr.node_mask.nonzero().flatten().tolist():
-        kind, cum = ids[i][0], float(pr.cumulative[i])
-        if kind == "feature":
-            _, l, p, f = ids[i]
-            nodes[i] = dict(node_id=f"{l}_{f}_{p}", feature=_cantor(l, f), layer=str(l), ctx_idx=p,
-                            feature_type="cross layer transcoder", jsNodeId=f"{l}_{f}-0", influence=cum,
-                            activation=float(g.activations[i]), clerp="")
-        elif kind == "error":
-            _, l, p = ids[i]
-            nodes[i] = dict(node_id=viewer_error_id(l, p), feature=-1, layer=str(l), ctx_idx=p,
-                            feature_type="mlp reconstruction error", jsNodeId=f"{l}_-1-{p}", influence=cum)
-        elif kind == "token":
-            p, v = ids[i][1], int(g.input_ids[ids[i][1]])
-            nodes[i] = dict(node_id=f"E_{v}_{p}", feature=p, layer="E", ctx_idx=p, feature_type="embedding",
-                            jsNodeId=f"E_{v}-{p}", influence=cum)
-        else:
-            k = t_idx.index(i)
-            tid = g.target_token_ids[k]
-            v = int(tid) if tid is not None else vocab + k
-            prob = float(g.target_weights[k])
-            nodes[i] = dict(node_id=f"{L + 1}_{v}_{T - 1}", feature=v, layer=str(L + 1), ctx_idx=T - 1,
-                            feature_type="logit", token_prob=prob, is_target_logit=(k == 0), jsNodeId=f"L_{v}-{T - 1}",
-                            clerp=f'Output "{ids[i][1]}" (p={prob:.3f})')
-    A = g.adjacency
-    links = [{"source": nodes[c]["node_id"], "target": nodes[r]["node_id"], "weight": float(A[r, c])}
-             for r, c in pr.edge_mask.nonzero().tolist() if r in nodes and c in nodes]
-    linked = {x for e in links for x in (e["source"], e["target"])}
-    used = [n for n in nodes.values() if n["node_id"] in linked or n["feature_type"] in ("embedding", "logit")]
-    for n in used:
-        n.setdefault("token_prob", 0.0); n.setdefault("is_target_logit", False); n.setdefault("run_idx", 0)
-        n.setdefault("reverse_ctx_idx", 0); n.setdefault("clerp", ""); n.setdefault("influence", None)
-        n.setdefault("activation", None)
-    meta = dict(slug=slug, scan=scan if scan is not None else (g.scan or "llm_biology"), transcoder_list=[],
-                prompt_tokens=[_token_str(g, p) for p in range(T)], prompt=g.prompt,
-                node_threshold=float(node_threshold), schema_version=1)
-    qparams = dict(pinnedIds=[], supernodes=[], linkType="both", clickedId="", sg_pos="")
-    return {"metadata": meta, "qParams": qparams, "nodes": used, "links": links}
-
-def viewer_feature_id(layer: int, pos: int, feature_idx: int) -> str:
-    """A feature's node id in circuit-tracer's viewer JSON."""
-    return f"{int(layer)}_{int(feature_idx)}_{int(pos)}"
-
-def viewer_error_id(layer: int, pos: int) -> str:
-    """An error node's id in the viewer JSON: feature index -1, so never a feature's id."""
-    return f"{int(layer)}_-1_{int(pos)}"
-
-def annotate_frontend(model: dict, labels: dict | None = None, supernodes: Sequence = ()) -> dict:
-    """A viewer JSON with feature labels (`clerp`) and supernodes `[(name, [feature ids "L{l}_F{f}"])]`."""
-    labels, by_feature, nodes = labels or {}, defaultdict(list), []
-    for n in model["nodes"]:
-        n = dict(n)
-        if n["feature_type"] == "cross layer transcoder":
-            l, f, _ = n["node_id"].split("_")
-            fid = node_id(("feature", int(l), None, int(f)))
-            by_feature[fid].append(n["node_id"])
-            n["clerp"] = labels.get(fid, n["clerp"])
-        nodes.append(n)
-    groups = [[str(name)] + [v for m in dict.fromkeys(members) for v in by_feature.get(m, [])] for name, members in supernodes]
-    return dict(model, nodes=nodes, qParams=dict(model["qParams"], supernodes=[g for g in groups if len(g) > 1]))
-
-def write_frontend_graph(model: dict, path) -> Path:
-    """Write a frontend graph atomically and list it in the folder's `graph-metadata.json` (the viewer's index)."""
-    path = Path(path)
-    write_json(model, path)
-    index_path = path.parent / "graph-metadata.json"
-    index = read_json(index_path) if index_path.exists() else {"graphs": []}
-    slug = model["metadata"]["slug"]
-    index["graphs"] = sorted([g for g in index.get("graphs", []) if g.get("slug") != slug] + [model["metadata"]],
-                             key=lambda g: str(g.get("slug")))
-    write_json(index, index_path)
-    return path
 
 # %% ../nbs/07_graphs.ipynb #eeb89738
 def class_title(class_label: str | None) -> str:

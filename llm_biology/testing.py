@@ -21,7 +21,7 @@ __all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'DASHSCOPE_WHEEL', 'QWEN_R
            'TINY_TRANSCODER_VARIANTS', 'build_qwen_tokenizer', 'TokenizerUnavailable', 'cache_root', 'qwen_bpe_ranks',
            'bpe_merges', 'build_qwen3_backend', 'qwen3_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model',
            'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'make_published_transcoders',
-           'install_in_hub_cache', 'TinyHub', 'tiny_hub']
+           'install_in_hub_cache', 'TinyHub', 'tiny_hub', 'toy_graph']
 
 # %% ../nbs/03a_testing.ipynb #1cd389b4
 QWEN_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -432,3 +432,29 @@ def _fix_list_paths(folder: Path) -> None:
     want = [str(folder / Path(p).name) for p in cfg["transcoders"]]
     if cfg["transcoders"] != want:
         cfg["transcoders"] = want; (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+# %% ../nbs/03a_testing.ipynb #39b7ce65
+def toy_graph(seed=0, n_layers=3, n_pos=4, per_cell=2, n_targets=2, d_vocab=50, build=None):
+    "A random attribution graph that respects causality: features/errors read only earlier layers and positions."
+    if build is None: from llm_biology.graphs import graph_from_adjacency as build
+    g = torch.Generator().manual_seed(seed)
+    feats = [("feature", l, p, int(torch.randint(0, 40, (1,), generator=g)) + 100 * k)
+             for l in range(n_layers) for p in range(1, n_pos) for k in range(per_cell)]
+    errs = [("error", l, p) for l in range(n_layers) for p in range(n_pos)]
+    toks = [("token", p) for p in range(n_pos)]
+    tgts = [("target", f"t{k}") for k in range(n_targets)]
+    ids = feats + errs + toks + tgts
+    n = len(ids)
+    def layer(i): return -1 if ids[i][0] == "token" else (n_layers if ids[i][0] == "target" else ids[i][1])
+    def pos(i): return n_pos - 1 if ids[i][0] == "target" else ids[i][-2 if ids[i][0] == "feature" else -1]
+    A = torch.zeros(n, n)
+    for r in range(n):
+        if ids[r][0] not in ("feature", "target"): continue   # only features and targets have incoming edges
+        for c in range(n):
+            if ids[c][0] == "target" or layer(c) >= layer(r) or pos(c) > pos(r): continue
+            if torch.rand(1, generator=g) < 0.6: A[r, c] = torch.randn(1, generator=g).item()
+    w = torch.softmax(torch.randn(n_targets, generator=g), 0)
+    return build(A, [f[1:] for f in feats], torch.rand(len(feats), generator=g) + 0.1,
+                                torch.randint(0, d_vocab, (n_pos,), generator=g), n_layers, [t[1] for t in tgts], w,
+                                list(range(n_targets)), input_tokens=tuple(f"tok{p}" for p in range(n_pos)),
+                                prompt="a toy prompt", vocab_size=d_vocab, scan="toy")

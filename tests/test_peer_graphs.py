@@ -75,7 +75,7 @@ def _check_same_pruning(gd, ct):
 def _check_same_viewer_json(gd, ct, tmp_path):
     from circuit_tracer.frontend.graph_models import Model
     from circuit_tracer.utils.create_graph_files import create_graph_files
-    from llm_biology.graphs import frontend_graph, write_frontend_graph
+    from llm_biology.viewer import frontend_graph, write_frontend_graph
     create_graph_files(ct, "g", str(tmp_path / "ref"), scan="tiny")
     ref = json.loads((tmp_path / "ref" / "g.json").read_text())
     fixed = {n["node_id"]: f"{n['layer']}_-1_{n['ctx_idx']}" for n in ref["nodes"] if n["feature_type"] == "mlp reconstruction error"}
