@@ -284,6 +284,7 @@ class TranscoderSet:
         self._paths: dict[int, Path] = {}
         self._headers: dict[int, dict] = {}
         self._cache: dict[int, Transcoder] = {}
+        self._verified: set = set()     # (path, size, mtime) of layer files whose tensors were all finite
 
     # --- files and headers -------------------------------------------------
     def _check_layer(self, layer: int) -> int:
@@ -359,7 +360,10 @@ class TranscoderSet:
             except Exception as e:
                 raise TranscoderError(f"{where} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt. "
                                       "Fix: delete it and download or save it again.") from None
-            sd = {k: _finite(v, where, k) for k, v in sd.items()}
+            st = p.stat(); key = (str(p), st.st_size, st.st_mtime_ns)
+            if key not in self._verified:   # a layer streamed again (one forward per batch) is checked once
+                sd = {k: _finite(v, where, k) for k, v in sd.items()}
+                self._verified.add(key)
             self._cache[l] = Transcoder.from_state_dict(l, sd, self.device, self.dtype, where=where)
         return self._cache[l]
 
