@@ -455,6 +455,6 @@ def toy_graph(seed=0, n_layers=3, n_pos=4, per_cell=2, n_targets=2, d_vocab=50, 
             if torch.rand(1, generator=g) < 0.6: A[r, c] = torch.randn(1, generator=g).item()
     w = torch.softmax(torch.randn(n_targets, generator=g), 0)
     return build(A, [f[1:] for f in feats], torch.rand(len(feats), generator=g) + 0.1,
-                                torch.randint(0, d_vocab, (n_pos,), generator=g), n_layers, [t[1] for t in tgts], w,
-                                list(range(n_targets)), input_tokens=tuple(f"tok{p}" for p in range(n_pos)),
-                                prompt="a toy prompt", vocab_size=d_vocab, scan="toy")
+                 torch.randint(0, d_vocab, (n_pos,), generator=g), n_layers, [t[1] for t in tgts], w,
+                 list(range(n_targets)), input_tokens=tuple(f"tok{p}" for p in range(n_pos)),
+                 prompt="a toy prompt", vocab_size=d_vocab, scan="toy")

@@ -158,6 +158,7 @@ def faithfulness_rows(f: Faithfulness, class_label: str, seed: int = 456) -> lis
         top, m, u = f.top_drops[i], f.matched_drops[i].mean(0), f.unmatched_drops[i].mean(0)
         r = ratio_ci(top, m, seed=seed)
         note = None if r is not None else (_RAISES if m.mean() <= 0 else _UNBOUNDED)
+        excess = top - m   # per prompt: the drop beyond the matched control's
         rows.append({"k": k, "class": class_label, "n_prompts": len(top), "n_features": k,
                      "top_features": [f"L{l}_F{x}" for l, x in f.circuit[:k]],
                      "mean_drop_top": float(top.mean()), "ci_top": bootstrap_ci(top, seed=seed),
@@ -166,7 +167,7 @@ def faithfulness_rows(f: Faithfulness, class_label: str, seed: int = 456) -> lis
                      "ratio_matched": finite_or_none(top.mean() / m.mean()) if r is not None else None,
                      "ci_ratio_matched": r,
                      "ratio_matched_note": note,
-                     "excess_matched": float((top - m).mean()), "ci_excess_matched": bootstrap_ci(top - m, seed=seed),
+                     "excess_matched": float(excess.mean()), "ci_excess_matched": bootstrap_ci(excess, seed=seed),
                      "ratio_unmatched": finite_or_none(top.mean() / u.mean()) if ratio_ci(top, u, seed=seed) else None,
                      "sufficiency": finite_or_none(np.nanmean(f.sufficiency[i])), "ci_sufficiency": bootstrap_ci(f.sufficiency[i], seed=seed)})
     return rows
