@@ -14,14 +14,16 @@ from typing import NamedTuple
 import torch
 
 from .core import LLMBiologyError, atomic_write
-from .transcoders import activation_function, feature_threshold, streamed
+from .encoding import encode_layer, layer_rows, layer_tensor
+from .transcoders import activation_function
 from .replacement import (LocalReplacement, ReplacementRun, hf_model, linearized_forward, model_parts,
                                      replacement_forward)
 from .graphs import AttributionGraph, Target, influence_series, normalized_abs
 
 # %% auto #0
-__all__ = ['GRAPH_FILE_FORMAT', 'AttributionError', 'ActiveFeatures', 'active_features', 'resolve_targets', 'BehaviourTargets',
-           'behaviour_targets', 'save_graph', 'load_graph', 'attribute', 'feature_direct_effects', 'graph_agreement']
+__all__ = ['GRAPH_FILE_FORMAT', 'AttributionError', 'ActiveFeatures', 'active_features_batch', 'active_features',
+           'resolve_targets', 'BehaviourTargets', 'behaviour_targets', 'save_graph', 'load_graph', 'attribute',
+           'attribute_many', 'feature_direct_effects', 'graph_agreement']
 
 # %% ../nbs/06_attribution.ipynb #c2d5a9e5
 class AttributionError(LLMBiologyError):
@@ -47,30 +49,39 @@ def _blocks(index) -> list:
     return out
 
 @torch.no_grad()
+def active_features_batch(runs, transcoders, dtype=torch.float32, zero_positions: int = 1) -> list[ActiveFeatures]:
+    """`active_features` of several runs, reading each layer's encoder once for all of them."""
+    dev, n_layers = runs[0].embed.device, len(runs[0].mlp_in)
+    cv = lambda t: None if t is None else t.detach().to(device=dev, dtype=dtype)
+    parts = [[] for _ in runs]
+    for l in range(n_layers):
+        xs = [r.frozen.mlp_in[l][0].to(dtype) for r in runs]
+        acts_all = encode_layer(transcoders, l, torch.cat(xs), dtype=dtype)   # the encoder pass, once per layer
+        b_dec, W_skip = cv(layer_tensor(transcoders, l, "b_dec")), cv(layer_tensor(transcoders, l, "W_skip"))
+        start = 0
+        for r, x, part in zip(runs, xs, parts):
+            acts = acts_all[start:start + len(x)]; start += len(x)
+            acts[:zero_positions] = 0
+            pos, feat = acts.nonzero(as_tuple=True)
+            vals = acts[pos, feat]   # (Jump)ReLU: an active feature's activation is its pre-activation
+            enc, dec = (cv(layer_rows(transcoders, l, name, feat)) for name in ("W_enc", "W_dec"))
+            dec = dec * vals[:, None]
+            recon = torch.zeros_like(x).index_add_(0, pos, dec) + b_dec
+            if W_skip is not None: recon = recon + x @ W_skip.T
+            err = r.frozen.mlp_out[l][0].to(dtype) - recon; err[:zero_positions] = 0
+            index = torch.stack([torch.full_like(pos, l), pos, feat], 1).cpu()  # bookkeeping stays on the CPU
+            part.append((index, vals, vals, enc, dec, err))
+        del acts_all
+    out = []
+    for part in parts:
+        index, vals, pre, enc, dec, errs = (torch.cat([p[i] for p in part]) if i < 5 else torch.stack([p[i] for p in part])
+                                            for i in range(6))
+        out.append(ActiveFeatures(index, vals, pre, enc, dec, errs, _blocks(index)))
+    return out
+
 def active_features(run: ReplacementRun, transcoders, dtype=torch.float32, zero_positions: int = 1) -> ActiveFeatures:
     """Active features of `run` (first `zero_positions` positions zeroed), their encoder / scaled decoder rows and error vectors."""
-    dev, n_layers = run.embed.device, len(run.mlp_in)
-    parts = []
-    for l in range(n_layers):
-        with streamed(transcoders, l) as tc:
-            cv = lambda t: None if t is None else t.detach().to(device=dev, dtype=dtype)
-            W_enc, th, W_skip = cv(tc.W_enc), cv(feature_threshold(tc)), cv(getattr(tc, "W_skip", None))
-            x = run.frozen.mlp_in[l][0].to(dtype)
-            pre = x @ W_enc.T + cv(tc.b_enc)
-            acts = activation_function(pre, th); acts[:zero_positions] = 0
-            pos, feat = acts.nonzero(as_tuple=True)
-            vals = acts[pos, feat]
-            rows = (transcoders.decoder_rows(l, feat) if hasattr(transcoders, "decoder_rows") else tc.W_dec[feat.to(tc.W_dec.device)])
-            dec = cv(rows) * vals[:, None]
-            recon = torch.zeros_like(x).index_add_(0, pos, dec) + cv(tc.b_dec)
-            if W_skip is not None: recon = recon + x @ W_skip.T
-            err = run.frozen.mlp_out[l][0].to(dtype) - recon; err[:zero_positions] = 0
-            index = torch.stack([torch.full_like(pos, l), pos, feat], 1).cpu()  # bookkeeping stays on the CPU
-            parts.append((index, vals, pre[pos, feat], W_enc[feat], dec, err))
-            del W_enc, pre, acts
-    index, vals, pre, enc, dec, errs = (torch.cat([p[i] for p in parts]) if i < 5 else torch.stack([p[i] for p in parts])
-                                        for i in range(6))
-    return ActiveFeatures(index, vals, pre, enc, dec, errs, _blocks(index))
+    return active_features_batch([run], transcoders, dtype, zero_positions)[0]
 
 # %% ../nbs/06_attribution.ipynb #1555df7f
 def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=None) -> Target:
@@ -283,14 +294,41 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
               max_feature_nodes: int | None = None, batch_size: int = 256, update_interval: int = 4,
               dtype: torch.dtype = torch.float32, tokenizer=None) -> AttributionGraph:
     """The attribution graph of `prompt` (text: sink prepended; or token ids as given) to `targets` (None: top logits)."""
-    _check_args(max_n_logits, desired_logit_prob, max_feature_nodes, batch_size, update_interval)
-    t_start = time.perf_counter()
-    hf, tok = hf_model(model), tokenizer or getattr(model, "tokenizer", None)
-    ids = _input_ids(prompt, model, tok)
-    run = replacement_forward(hf, ids, transcoders)
+    return attribute_many(model, transcoders, [prompt], [targets], max_n_logits=max_n_logits,
+                          desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+                          update_interval=update_interval, dtype=dtype, tokenizer=tokenizer)[0]
+
+def attribute_many(model, transcoders, prompts, targets=None, **options) -> list[AttributionGraph]:
+    """`attribute` of each prompt (`targets`: one entry per prompt, or None), each layer's encoder read once for all."""
+    prompts = list(prompts)
+    targets = [None] * len(prompts) if targets is None else list(targets)
+    if len(targets) != len(prompts):
+        raise AttributionError(f"targets has {len(targets)} entries for {len(prompts)} prompts: give one per prompt, or None.")
+    o = dict(max_n_logits=10, desired_logit_prob=0.95, max_feature_nodes=None, batch_size=256, update_interval=4,
+             dtype=torch.float32, tokenizer=None)
+    if unknown := set(options) - set(o): raise AttributionError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(o)}.")
+    o.update(options)
+    _check_args(o["max_n_logits"], o["desired_logit_prob"], o["max_feature_nodes"], o["batch_size"], o["update_interval"])
+    if not prompts: return []
+    hf, tok = hf_model(model), o["tokenizer"] or getattr(model, "tokenizer", None)
+    t0 = time.perf_counter()
+    ids = [_input_ids(p, model, tok) for p in prompts]
+    runs = [replacement_forward(hf, i, transcoders) for i in ids]
     t_fwd = time.perf_counter()
-    feats = active_features(run, transcoders, dtype)
-    tg = resolve_targets(hf, run.logits[-1], targets, tok, max_n_logits, desired_logit_prob)
+    feats = active_features_batch(runs, transcoders, o["dtype"])   # the encoder pass: each layer read once
+    shared = dict(forward=(t_fwd - t0) / len(prompts), features=(time.perf_counter() - t_fwd) / len(prompts))
+    out = []
+    for i in range(len(prompts)):
+        run, f = runs[i], feats[i]
+        runs[i] = feats[i] = None   # each prompt's state is freed once its graph is built
+        out.append(_attribute_run(model, hf, tok, transcoders, prompts[i], ids[i], run, f, targets[i], o, shared, len(prompts)))
+    return out
+
+def _attribute_run(model, hf, tok, transcoders, prompt, ids, run, feats, targets, o, shared, n_batched) -> AttributionGraph:
+    "One prompt's graph from its replacement run and active features."
+    t_start = time.perf_counter()
+    dtype, batch_size, max_feature_nodes = o["dtype"], o["batch_size"], o["max_feature_nodes"]
+    tg = resolve_targets(hf, run.logits[-1], targets, tok, o["max_n_logits"], o["desired_logit_prob"])
     t_feat = time.perf_counter()
     eng = _Engine(hf, run, feats, dtype)
     n_active, n_t = len(feats.index), len(tg)
@@ -314,7 +352,7 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
             used = torch.cat([torch.arange(n_feat, n_feat + n_t), torch.arange(n_vis)])
             infl = _influence(edges[used], row_nodes[used], weights)
             rank = torch.argsort(infl[:n_active], descending=True)
-            queue = rank[~visited[rank]][: min(update_interval * batch_size, n_feat - n_vis)]
+            queue = rank[~visited[rank]][: min(o["update_interval"] * batch_size, n_feat - n_vis)]
             t_infl += time.perf_counter() - t0
             for idx in eng.batches(queue, batch_size):
                 eng.feature_rows(idx, edges[n_vis: n_vis + len(idx)])
@@ -323,12 +361,13 @@ def attribute(model, transcoders, prompt, targets=None, *, max_n_logits: int = 1
         rows = torch.cat([torch.argsort(row_nodes[:n_feat]), torch.arange(n_feat, n_feat + n_t)])
         edges = edges[rows][:, torch.cat([selected, torch.arange(n_active, eng.n_sources)])]
     values = (directions.to(run.final) @ run.final.detach()[0, -1]).to(dtype)
-    timing = dict(forward=t_fwd - t_start, features_and_targets=t_feat - t_fwd, influence=t_infl, **eng.time)
-    timing["total"] = time.perf_counter() - t_start
-    config = dict(engine="llm_biology.attribution", max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
-                  max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval,
+    timing = dict(forward=shared["forward"], features_and_targets=shared["features"] + t_feat - t_start, influence=t_infl,
+                  **eng.time)
+    timing["total"] = shared["forward"] + shared["features"] + time.perf_counter() - t_start
+    config = dict(engine="llm_biology.attribution", max_n_logits=o["max_n_logits"], desired_logit_prob=o["desired_logit_prob"],
+                  max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=o["update_interval"],
                   dtype=str(dtype).replace("torch.", ""), model=str(getattr(model, "ref", None) or hf.config._name_or_path),
-                  n_active=n_active, timing={k: round(v, 4) for k, v in timing.items()})
+                  n_active=n_active, n_batched=n_batched, timing={k: round(v, 4) for k, v in timing.items()})
     del eng, run
     return AttributionGraph(ids.cpu(), feats.index.cpu(), feats.values.cpu(), selected, edges, tuple(t.name for t in tg),
                             tuple(t.token_id for t in tg), weights, directions.cpu(), values.cpu(), len(feats.errors),
@@ -349,10 +388,7 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
-        rows = transcoders.feature_rows(l, fs) if hasattr(transcoders, "feature_rows") else None
-        W_enc, W_dec, b_enc = (rows.W_enc, rows.W_dec, rows.b_enc) if rows else (transcoders[l].W_enc[fs], transcoders[l].W_dec[fs], transcoders[l].b_enc[fs])
-        th = rows.threshold if rows else feature_threshold(transcoders[l])
-        th = None if th is None else (th if rows else th[fs])
+        W_enc, W_dec, b_enc, th = (layer_rows(transcoders, l, n, fs) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold"))
         x = run.frozen.mlp_in[l][0].double()
         acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
         acts[0] = 0   # position 0 (the sink) is not in the graph

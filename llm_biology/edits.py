@@ -14,7 +14,8 @@ import torch
 
 from .core import LLMBiologyError
 from .models import LanguageModel, pad_right, answer_tokens
-from .transcoders import FeatureRows, TranscoderSet, activation_function, streamed
+from .encoding import encode_layer, layer_rows
+from .transcoders import FeatureRows, TranscoderSet, activation_function
 from .replacement import LocalReplacement, skip_weights
 
 # %% auto #0
@@ -141,13 +142,14 @@ def _edit_delta(rows: FeatureRows, plan: _LayerPlan, x: torch.Tensor, tcs=None, 
         M = torch.zeros(len(plan.rp), len(plan.fu), dtype=torch.float32, device=x.device)
         M.index_put_((plan.rp_inv, plan.f_inv), (plan.scale - 1.0) * old + plan.shift, accumulate=True)
         delta.index_add_(0, plan.rp, M @ rows.W_dec.float())
-    if plan.lrp.numel():  # a whole layer: the full encoder, read for this layer's hook only (one layer at a time)
-        with streamed(tcs, layer) as tc:
-            acts = tc.encode(xf[plan.lrp]).float()
-            d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
-            if plan.lkeep is not None: d_act = d_act.masked_fill(plan.lkeep, 0.0)
-            nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
-            if nz.numel(): delta.index_add_(0, plan.lrp, d_act[:, nz] @ tc.W_dec[nz].float())
+    if plan.lrp.numel():  # a whole layer: its encoder pass, in this layer's hook only; decoder rows of what changes
+        acts = encode_layer(tcs, layer, xf[plan.lrp])
+        d_act = (plan.lscale[:, None] - 1.0) * acts + (plan.lshift if plan.lshift is not None else 0.0)
+        if plan.lkeep is not None: d_act = d_act.masked_fill(plan.lkeep, 0.0)
+        nz = torch.nonzero(d_act.abs().sum(0)).flatten()  # only the features that change
+        if nz.numel():
+            W_dec = layer_rows(tcs, layer, "W_dec", nz.cpu()).to(device=x.device, dtype=torch.float32)
+            delta.index_add_(0, plan.lrp, d_act[:, nz] @ W_dec)
     return delta
 
 # %% ../nbs/07b_edits.ipynb #98106041
@@ -161,8 +163,7 @@ def _feature_rows(tcs, edit_sets: list, device) -> dict:
     for l, fs in feats.items():
         idx = torch.tensor(sorted(fs), dtype=torch.long)
         if l not in tcs or not all(0 <= f < tcs.d_transcoder for f in fs): continue   # `_plan` names the problem
-        r = tcs.feature_rows(l, idx) if hasattr(tcs, "feature_rows") else FeatureRows(
-            tcs[l].W_enc[idx], tcs[l].W_dec[idx], tcs[l].b_enc[idx], None if tcs[l].threshold is None else tcs[l].threshold[idx])
+        r = FeatureRows(*(layer_rows(tcs, l, n, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
         out[l] = (idx.to(device), FeatureRows(*(None if t is None else t.to(device) for t in r)))
     return out
 

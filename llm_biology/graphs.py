@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .core import LLMBiologyError, atomic_write, write_json, read_json
+from .encoding import layer_rows
 
 # %% auto #0
 __all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEATURE_COLUMNS', 'GraphError', 'Target',
@@ -631,12 +632,6 @@ def feature_table(agg: nx.DiGraph, k: int | None = None, role: str | None = None
     return pd.DataFrame([f._asdict() for f in circuit_features(agg, role)][:k], columns=list(FEATURE_COLUMNS))
 
 # %% ../nbs/07_graphs.ipynb #f18716bb
-def _rows(transcoders, layer: int, name: str, idx) -> torch.Tensor:
-    getter = getattr(transcoders, "encoder_rows" if name == "W_enc" else "decoder_rows", None)
-    if getter is not None: return getter(layer, idx)
-    W = getattr(transcoders[layer], name)
-    return W if idx is None else W[torch.as_tensor(idx, dtype=torch.long, device=W.device)]
-
 def virtual_weights(transcoders, source_layer: int, target_layer: int, source_features=None, target_features=None,
                     chunk_size: int = 4096, max_elements: int = 1 << 28) -> torch.Tensor:
     """W_enc[target_layer][target_features] @ W_dec[source_layer][source_features].T, chunked; (n_target, n_source)."""
@@ -651,8 +646,8 @@ def virtual_weights(transcoders, source_layer: int, target_layer: int, source_fe
                          "or raise max_elements= if you really have the memory.")
     src = source_features if source_features is not None else np.arange(d_t)
     tgt = np.asarray(target_features if target_features is not None else np.arange(d_t), dtype=np.int64).reshape(-1)
-    dec = _rows(transcoders, source_layer, "W_dec", src).float()
+    dec = layer_rows(transcoders, source_layer, "W_dec", src).float()
     out = torch.empty(len(tgt), dec.shape[0], dtype=torch.float32)
     for s in range(0, len(tgt), chunk_size):
-        out[s:s + chunk_size] = (_rows(transcoders, target_layer, "W_enc", tgt[s:s + chunk_size]).float() @ dec.T).cpu()
+        out[s:s + chunk_size] = (layer_rows(transcoders, target_layer, "W_enc", tgt[s:s + chunk_size]).float() @ dec.T).cpu()
     return out

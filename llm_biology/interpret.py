@@ -18,7 +18,7 @@ import torch
 from .core import BEHAVIOURS, LLMBiologyError, atomic_write, get_behaviour_spec, package_asset, read_json, write_json
 from .prompts import prompt_pool
 from .models import LanguageModel, capture_mlp
-from .transcoders import activation_function
+from .encoding import encode_features
 from .replacement import model_parts
 from .graphs import circuit_features, node_id
 
@@ -189,11 +189,7 @@ def _feature_acts(lm, tcs, seqs: list, feats: dict) -> tuple:
     ok = cap.valid & (cap.positions > 0)
     out = {}
     for l, idx in feats.items():
-        rows = tcs.feature_rows(l, idx)
-        x = cap.inputs[l].float()
-        pre = x @ rows.W_enc.to(x.device, torch.float32).T + rows.b_enc.to(x.device, torch.float32)
-        thr = None if rows.threshold is None else rows.threshold.to(x.device, torch.float32)
-        out[l] = torch.where(ok[..., None], activation_function(pre, thr), 0.0)
+        out[l] = torch.where(ok[..., None], encode_features(tcs, l, cap.inputs[l], idx), 0.0)
     return out, ok
 
 def scan_corpus(lm: LanguageModel, tcs, corpus: Corpus, features: Sequence[tuple[int, int]], batch_size: int = 32,

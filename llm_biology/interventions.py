@@ -16,7 +16,8 @@ import torch
 from .core import (RunConfig, StageResult, atomic_write, finite_or_none, get_behaviour_spec, model_paths, read_json,
                               save_figure, stage_run, write_json)
 from .models import LanguageModel, answer_tokens, logit_diffs, capture_mlp
-from .transcoders import TranscoderSet, streamed
+from .encoding import encode_layer
+from .transcoders import TranscoderSet
 from .baseline import select_records
 from .features import open_model_and_transcoders
 from .graphs import circuit_features
@@ -171,7 +172,7 @@ def patching_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Sequenc
     al = [_aligned(len(ats[t].context), len(ats[s].context), positions) for s, t in pairs]
     sets = [[[] for _ in patch_sets] for _ in pairs]  # [pair][set] edits
     for l in layers:  # one layer's source activations at a time (they are wide), kept sparse in the edits
-        with streamed(tcs, l) as tc: A = tc.encode(cap.inputs[l])  # [n_src, T, d_transcoder]; the layer freed again
+        A = encode_layer(tcs, l, cap.inputs[l])  # [n_src, T, d_transcoder], from the encoder alone
         for j, (s, t) in enumerate(pairs):
             a = A[row[s]]
             for k, ps in enumerate(patch_sets):
@@ -207,7 +208,7 @@ def run_feature_importance_sweep(lm: LanguageModel, tcs: TranscoderSet, records:
     ats = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer) for r in records]
     y = logit_diffs(lm, records, batch_size)
     cap = capture_mlp(lm, [a.context for a in ats], layers=[layer], positions=[-1], batch_size=batch_size)
-    with streamed(tcs, layer) as tc: A = tc.encode(cap.inputs[layer][:, 0]).double().cpu().numpy()
+    A = encode_layer(tcs, layer, cap.inputs[layer][:, 0]).double().cpu().numpy()
     keep = np.nonzero(A.std(0) > 0)[0]
     A = A[:, keep]
     with np.errstate(invalid="ignore", divide="ignore"):

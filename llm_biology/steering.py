@@ -15,7 +15,8 @@ import torch
 
 from .core import get_behaviour_spec
 from .models import LanguageModel, answer_tokens, capture_mlp
-from .transcoders import TranscoderSet, streamed
+from .encoding import encode_features
+from .transcoders import TranscoderSet
 from .edits import FeatureEdit, InterventionError, generate_with_edits
 
 # %% auto #0
@@ -34,9 +35,8 @@ def _patch_edits(lm, tcs, records, pairs, features) -> dict:
     for l in sorted({l for l, _ in features}):
         fs = [f for ll, f in features if ll == l]
         srcs = sorted({s for s, _ in pairs})
-        with streamed(tcs, l) as tc:
-            cap = capture_mlp(lm, [ats[s].context for s in srcs], layers=[l], positions="all")
-            acts = tc.encode(cap.inputs[l])[..., fs].float().cpu()       # [n_src, T, n_f]
+        cap = capture_mlp(lm, [ats[s].context for s in srcs], layers=[l], positions="all")
+        acts = encode_features(tcs, l, cap.inputs[l], fs).cpu()       # [n_src, T, n_f], from the features' rows
         row = {s: i for i, s in enumerate(srcs)}
         for s, t in pairs:
             Ls, Lt = len(ats[s].context), len(ats[t].context)

@@ -360,7 +360,7 @@ class TranscoderSet:
             except Exception as e:
                 raise TranscoderError(f"{where} cannot be read ({type(e).__name__}: {e}); it is truncated or corrupt. "
                                       "Fix: delete it and download or save it again.") from None
-            st = p.stat(); key = (str(p), st.st_size, st.st_mtime_ns)
+            key = self._version(l)
             if key not in self._verified:   # a layer streamed again (one forward per batch) is checked once
                 sd = {k: _finite(v, where, k) for k, v in sd.items()}
                 self._verified.add(key)
@@ -397,8 +397,8 @@ class TranscoderSet:
             if unload and not was: self.unload(l)
 
     # --- row slices ------------------------------------------------------------
-    def _rows(self, name: str, layer: int, idx) -> torch.Tensor:
-        "Rows `idx` of tensor `name` (feature dimension first) of one layer, read as a slice unless it is loaded."
+    def rows(self, layer: int, name: str, idx) -> torch.Tensor | None:
+        """Rows `idx` of tensor `name` (feature dimension first) of `layer`, read as a slice unless it is loaded."""
         l = self._check_layer(layer)
         if isinstance(idx, slice): idx = np.arange(self.d_transcoder)[idx]
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
@@ -415,15 +415,48 @@ class TranscoderSet:
 
     def feature_rows(self, layer: int, idx) -> FeatureRows:
         """The encoder, decoder, bias and threshold entries of features `idx` of `layer`, without loading the layer."""
-        return FeatureRows(*(self._rows(n, layer, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
+        return FeatureRows(*(self.rows(layer, n, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
 
     def encoder_rows(self, layer: int, idx) -> torch.Tensor:
         """Rows `idx` of layer `layer`'s `W_enc` (len(idx), d_model), without loading the layer."""
-        return self._rows("W_enc", layer, idx)
+        return self.rows(layer, "W_enc", idx)
 
     def decoder_rows(self, layer: int, idx) -> torch.Tensor:
         """Rows `idx` of layer `layer`'s `W_dec` (len(idx), d_model), without loading the layer."""
-        return self._rows("W_dec", layer, idx)
+        return self.rows(layer, "W_dec", idx)
+
+    def _version(self, l: int) -> tuple:
+        "The (path, size, mtime) of layer `l`'s file: the key of its one-time non-finite check."
+        p = self.path(l); st = p.stat()
+        return (str(p), st.st_size, st.st_mtime_ns)
+
+    def row_chunks(self, name: str, layer: int, rows: int = 1024, check: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, rows start:start+rows) of tensor `name` of `layer`, read as slices: the layer is never whole in memory.
+
+        `check=False` skips the non-finite check: for a caller that checks what it computes from the rows instead."""
+        l = self._check_layer(layer)
+        if rows < 1: raise TranscoderError(f"rows must be at least 1, got {rows}.")
+        if l in self._cache:
+            W = self._cache[l].state_dict()[name]
+            for s in range(0, W.shape[0], rows): yield s, W[s:s + rows]
+            return
+        if name not in self.header(l): raise TranscoderError(f"Layer {l} of {self.name} has no tensor {name!r}.")
+        key, where = self._version(l), f"{self.path(l)} (layer {l} of {self.name})"
+        check = check and key not in self._verified and key + (name,) not in self._verified
+        with safe_open(self.path(l), framework="pt") as f:
+            sl = f.get_slice(name)
+            for s in range(0, sl.get_shape()[0], rows):
+                W = sl[s:s + rows].to(device=self.device, dtype=self.dtype)
+                yield s, (_finite(W, where, name) if check else W)
+        if check: self._verified.add(key + (name,))   # every chunk was finite: not checked again
+
+    def tensor(self, layer: int, name: str) -> torch.Tensor | None:
+        """The whole tensor `name` of `layer` (None if the file has none), without loading the layer: for small ones."""
+        l = self._check_layer(layer)
+        if l in self._cache: return self._cache[l].state_dict().get(name)
+        if name not in self.header(l): return None
+        with safe_open(self.path(l), framework="pt") as f: t = f.get_tensor(name)
+        return _finite(t.to(device=self.device, dtype=self.dtype), f"{self.path(l)} (layer {l} of {self.name})", name)
 
     def __repr__(self):
         return (f"TranscoderSet({self.name!r}, layers={list(self.layers)} of {self.n_layers}, "
