@@ -11,6 +11,7 @@ max |adjacency difference| after aligning node orders, and where our time goes.
     python bench/bench_attribution.py --size large --max-feature-nodes 2048   # influence-ordered subset
     python bench/bench_attribution.py --no-peer        # ours only (no circuit-tracer needed)
     python bench/bench_attribution.py --size qwen3-0.6b --max-feature-nodes 256   # the real shape, full width
+    python bench/bench_attribution.py --size qwen3-0.6b --max-feature-nodes 256 --no-peer --n-prompts 8   # attribute_many
 
 Sizes: `tiny` is the test model (2 layers, d_model 64, d_transcoder 256); `large` is a random Qwen3
 with 8 layers, d_model 256 (8 heads, 4 KV heads, d_mlp 768) and ReLU transcoders of 288 features
@@ -21,7 +22,10 @@ on disk; built once by `bench_real_scale.py`'s fixture builder). At that size ne
 the transcoders in memory: ours streams layers and reads rows of active features as safetensors
 slices; circuit-tracer is given its own lazy loading (`lazy_encoder=True, lazy_decoder=True`; with
 its defaults the encoders alone take 18.8 GB in float32 and it is killed on a 24 GB machine). Both
-run in float32 on one thread, with the same feature cap. torch uses one thread.
+run in float32 on one thread, with the same feature cap. torch uses one thread. At that size the
+page cache decides the timings, so both engines start from the same state (`--cache`): `warm` (the
+default) times each engine after one untimed run of its own, `cold` drops the transcoder files from
+the cache before each timed run, so every byte comes from the disk.
 """
 import argparse
 import ctypes
@@ -37,6 +41,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TEXT = "The capital of France is Paris. The capital of Japan is Tokyo. The cat is in the room"
+MORE = ["The keys to the cabinet on the left are", "My favourite food is pizza, and my brother likes",
+        "The movie was wonderful and the actors were", "12 + 35 = 47. 23 + 41 = 64. 18 + 26 =",
+        "The capital of Italy is Rome. The capital of Spain is", "The dogs in the garden behind the house",
+        "I hated the food, the service was slow and the room was"]   # --n-prompts: TEXT, then these
 SIZES = {  # name: (n_layers, d_model, n_heads, n_kv_heads, d_mlp, d_transcoder, activation)
     "tiny": (2, 64, 4, 2, 128, 256, "jumprelu"),
     "large": (8, 256, 8, 4, 768, 288, "relu"),
@@ -91,10 +99,18 @@ def _trim():
     except OSError: pass
 
 
-def measure(fn, repeats: int):
+def drop_page_cache(tc_dir):
+    "Drop the transcoder files from the page cache (posix_fadvise DONTNEED), so every read goes to the disk."
+    for p in sorted(Path(tc_dir).glob("layer_*.safetensors")):
+        fd = os.open(p, os.O_RDONLY)
+        try: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally: os.close(fd)
+
+
+def measure(fn, repeats: int, before=lambda: None):
     best_t, best_m, out = float("inf"), float("inf"), None
     for _ in range(repeats):
-        out = None; gc.collect(); _trim()
+        out = None; gc.collect(); _trim(); before()
         with PeakRSS() as m:
             t0 = time.perf_counter(); out = fn(); t = time.perf_counter() - t0
         best_t, best_m = min(best_t, t), min(best_m, m.growth)
@@ -114,7 +130,30 @@ def aligned_diff(ours, peer):
     return (A - B).abs().max().item(), B.abs().max().item()
 
 
-def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, max_feature_nodes=None):
+def run_many(lm, tcs, n_prompts: int, batch_size: int, max_feature_nodes, peer_rm=None, peer_batch_size=None):
+    """Several prompts, as the attribution stage runs them: ours with one encoder pass for all (`attribute_many`)
+    against ours and circuit-tracer prompt by prompt."""
+    from llm_biology.attribution import attribute, attribute_many
+    texts = [TEXT, *MORE][:n_prompts]
+    ids = [lm.encode(t)[:16] for t in texts]
+    print(f"\n-- {len(ids)} prompts of {[len(i) for i in ids]} tokens")
+    kw = dict(batch_size=batch_size, max_feature_nodes=max_feature_nodes)
+    t_m, m_m, many = measure(lambda: attribute_many(lm, tcs, ids, **kw), 1)
+    t_1, m_1, one = measure(lambda: [attribute(lm, tcs, i, **kw) for i in ids], 1)
+    diff = max((a.edges - b.edges).abs().max().item() for a, b in zip(many, one))
+    print(f"ours, attribute_many   : {t_m:8.3f} s  peak RSS +{m_m / 2**20:8.1f} MiB  ({t_m / len(ids):.2f} s per prompt)")
+    print(f"ours, one at a time    : {t_1:8.3f} s  peak RSS +{m_1 / 2**20:8.1f} MiB  ({t_1 / len(ids):.2f} s per prompt); "
+          f"attribute_many {t_1 / t_m:.1f}x faster, max |edge difference| {diff:.2g}")
+    if peer_rm is not None:
+        from circuit_tracer import attribute as ct_attribute
+        t_p, m_p, _ = measure(lambda: [ct_attribute(i, peer_rm, batch_size=peer_batch_size or batch_size,
+                                                    max_feature_nodes=max_feature_nodes) for i in ids], 1)
+        print(f"circuit-tracer, each   : {t_p:8.3f} s  peak RSS +{m_p / 2**20:8.1f} MiB  ({t_p / len(ids):.2f} s per prompt); "
+              f"speed-up of attribute_many {t_p / t_m:.1f}x")
+
+
+def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, max_feature_nodes=None, cache="warm",
+             n_prompts=1, peer_many=False):
     import torch
     from llm_biology.attribution import attribute
     from llm_biology.models import load_model
@@ -144,7 +183,14 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, ma
         if size not in REAL: ct_attribute(ids, rm, batch_size=peer_batch_size, max_n_logits=2)   # warm-up
     if size not in REAL: attribute(lm, tcs, ids, batch_size=batch_size, max_n_logits=2)           # warm-up
 
-    t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size, max_feature_nodes=max_feature_nodes), repeats)
+    # The page cache decides the full-width timings (each engine reads all 28 W_enc, 9.4 GB, per prompt), so both
+    # engines start from the same state: `warm`, one untimed run of the same engine just before (the steady state
+    # of a machine whose free memory holds the encoders); `cold`, the files dropped from the cache before each run.
+    before = (lambda: drop_page_cache(tc_dir)) if size in REAL and cache == "cold" else (lambda: None)
+    if size in REAL: print(f"page cache before each timed run: {cache}")
+    if size in REAL and cache == "warm": attribute(lm, tcs, ids, batch_size=batch_size, max_feature_nodes=max_feature_nodes)
+    t_o, m_o, g = measure(lambda: attribute(lm, tcs, ids, batch_size=batch_size, max_feature_nodes=max_feature_nodes), repeats,
+                          before)
     print(f"active features {g.config['n_active']}, feature nodes {g.n_features}, nodes {g.n_nodes}, targets {g.n_targets}")
     print(f"ours          : {t_o:8.3f} s  peak RSS +{m_o / 2**20:8.1f} MiB  (batch_size={batch_size})")
     tm = g.config["timing"]
@@ -153,11 +199,14 @@ def run_size(size, root, batch_size, peer_batch_size, repeats, peer, threads, ma
     print("  our time    : " + ", ".join(f"{k} {tm[k]:.3f}s ({tm[k] / tm['total']:.0%})" for k in parts)
           + f", other {rest:.3f}s ({rest / tm['total']:.0%})")
     if peer:
-        t_p, m_p, pg = measure(lambda: ct_attribute(ids, rm, batch_size=peer_batch_size, max_feature_nodes=max_feature_nodes), repeats)
+        if size in REAL and cache == "warm": ct_attribute(ids, rm, batch_size=peer_batch_size, max_feature_nodes=max_feature_nodes)
+        t_p, m_p, pg = measure(lambda: ct_attribute(ids, rm, batch_size=peer_batch_size, max_feature_nodes=max_feature_nodes), repeats,
+                               before)
         print(f"circuit-tracer: {t_p:8.3f} s  peak RSS +{m_p / 2**20:8.1f} MiB  (batch_size={peer_batch_size})")
         d, scale = aligned_diff(g, pg)
         print(f"speed-up {t_p / t_o:.1f}x, memory ratio (theirs/ours) {m_p / max(m_o, 1):.1f}x, "
               f"max |adjacency difference| {d:.3g} (largest |edge| {scale:.3g}, relative {d / scale:.2g})")
+    if n_prompts > 1: run_many(lm, tcs, n_prompts, batch_size, max_feature_nodes, rm if peer_many else None, peer_batch_size)
 
 
 def main(argv=None):
@@ -169,12 +218,17 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-feature-nodes", type=int, default=None, help="visit this many features in influence order (default: all)")
     p.add_argument("--no-peer", action="store_true", help="time ours only")
+    p.add_argument("--n-prompts", type=int, default=1,
+                   help="also attribute this many prompts (up to 8) with attribute_many against one at a time")
+    p.add_argument("--peer-many", action="store_true", help="with --n-prompts: time circuit-tracer on them too (slow)")
+    p.add_argument("--cache", choices=["warm", "cold"], default="warm",
+                   help="qwen3 sizes: warm (an untimed run of the same engine first) or cold (files dropped from the page cache)")
     p.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "llm_biology_bench_attribution"))
     a = p.parse_args(argv)
     sizes = ["tiny", "large"] if a.size == "both" else [a.size]
     for s in sizes:
         run_size(s, Path(a.root), a.batch_size, a.peer_batch_size or a.batch_size, a.repeats, not a.no_peer, a.threads,
-                 a.max_feature_nodes)
+                 a.max_feature_nodes, a.cache, a.n_prompts, a.peer_many and not a.no_peer)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,14 @@ def active_features(run: ReplacementRun, transcoders, dtype=torch.float32, zero_
     return active_features_batch([run], transcoders, dtype, zero_positions)[0]
 
 # %% ../nbs/06_attribution.ipynb #1555df7f
+_MEAN: dict = {}
+
+def _unembedding_mean(W: torch.Tensor) -> torch.Tensor:
+    "The mean row of the unembedding parameter `W`, computed once per weight version (151,936 x 1,024 for Qwen3)."
+    key = (id(W), W.data_ptr(), W._version, W.dtype, W.device)
+    if _MEAN.get("key") != key: _MEAN.update(key=key, mean=W.detach().mean(0))
+    return _MEAN["mean"]
+
 def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=None) -> Target:
     n_vocab = logits_last.shape[-1]
     if not 0 <= int(token_id) < n_vocab:
@@ -91,7 +99,8 @@ def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=N
     W = hf.lm_head.weight.detach()
     prob = torch.softmax(logits_last, -1)[int(token_id)].item()
     if name is None: name = tokenizer.decode([int(token_id)]) if tokenizer is not None else str(int(token_id))
-    return Target(name, (W[int(token_id)] - W.mean(0)), prob if weight is None else float(weight), int(token_id))
+    mean = _unembedding_mean(hf.lm_head.weight)
+    return Target(name, (W[int(token_id)] - mean), prob if weight is None else float(weight), int(token_id))
 
 def resolve_targets(model, logits_last: torch.Tensor, targets=None, tokenizer=None, max_n_logits: int = 10,
                     desired_logit_prob: float = 0.95) -> list[Target]:

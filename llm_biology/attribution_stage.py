@@ -35,8 +35,8 @@ from .units import Opened, Unit, open_backend, shards
 # %% auto #0
 __all__ = ['SCORE_COLUMNS', 'ATTRIBUTION_SHARD', 'layer_profile', 'plot_layer_profile', 'plot_top_features', 'draw_graph',
            'plot_target_split', 'StageError', 'scores_csv', 'aggregated_graph_file', 'prompt_graph_file',
-           'write_scores', 'read_scores', 'read_aggregated_graph', 'attribute_record', 'PromptAttribution',
-           'run_attribution']
+           'write_scores', 'read_scores', 'read_aggregated_graph', 'attribute_records', 'attribute_record',
+           'PromptAttribution', 'run_attribution']
 
 # %% ../nbs/07a_attribution_stage.ipynb #3369cee4
 def layer_profile(graph, target: int | str = 0, device=None) -> pd.DataFrame:
@@ -212,11 +212,16 @@ def read_aggregated_graph(paths, behaviour: str, split: str, class_label: str | 
     return read_graph_json(aggregated_graph_file(paths, behaviour, split, class_label), AGGREGATED_GRAPH_FORMAT)
 
 # %% ../nbs/07a_attribution_stage.ipynb #6f7000c9
+def attribute_records(lm, transcoders, records, max_feature_nodes: int | None = None, **kwargs) -> list:
+    """The engine's graphs of prompt records, attributed to their behaviour targets (tokens decoded), one encoder pass."""
+    bts = [attribution.behaviour_targets(lm, r) for r in records]
+    gs = attribution.attribute_many(lm, transcoders, [bt.input_ids for bt in bts], [bt.targets for bt in bts],
+                                    max_feature_nodes=max_feature_nodes, **kwargs)
+    return [replace(as_graph(g, lm.tokenizer), prompt=r.prompt) for g, r in zip(gs, records)]
+
 def attribute_record(lm, transcoders, record, max_feature_nodes: int | None = None, **kwargs):
     """The engine's graph of one prompt record, attributed to its behaviour targets (tokens decoded)."""
-    bt = attribution.behaviour_targets(lm, record)
-    g = attribution.attribute(lm, transcoders, bt.input_ids, targets=bt.targets, max_feature_nodes=max_feature_nodes, **kwargs)
-    return replace(as_graph(g, lm.tokenizer), prompt=record.prompt)
+    return attribute_records(lm, transcoders, [record], max_feature_nodes, **kwargs)[0]
 
 def _prune(g, cfg: RunConfig, device):
     if cfg.pruning == "topk":
@@ -243,7 +248,7 @@ def _score_row(rec, g, G) -> dict:
                 n_features_pruned=sum(d["type"] == "feature" for _, d in G.nodes(data=True)))
 
 # %% ../nbs/07a_attribution_stage.ipynb #2e751818
-ATTRIBUTION_SHARD = 1   # prompts per unit: each is a whole attribution graph
+ATTRIBUTION_SHARD = 8   # prompts per unit: their graphs share one encoder pass per layer (`attribute_many`)
 
 class PromptAttribution(NamedTuple):
     """What one prompt's unit gives the stage."""
@@ -265,8 +270,7 @@ def _attribution_unit(cfg: RunConfig, opened: Opened, unit: Unit) -> list[Prompt
     "The stage's unit: attribute and prune each prompt record of `unit.payload`."
     lm, tcs, _ = opened
     scan, out = str(getattr(tcs, "name", "") or cfg.transcoders or cfg.model), []
-    for rec in unit.payload:
-        g = attribute_record(lm, tcs, rec, cfg.max_feature_nodes)
+    for rec, g in zip(unit.payload, attribute_records(lm, tcs, unit.payload, cfg.max_feature_nodes)):
         pr = _prune(g, cfg, cfg.device)
         meta = dict(behaviour=unit.behaviour, split=cfg.split, model=cfg.model, pruning=cfg.pruning, prompt_id=rec.prompt_id,
                     correct_answer=rec.correct_answer, incorrect_answer=rec.incorrect_answer, label=rec.label)

@@ -7,10 +7,9 @@ Docs: https://llm-biology.github.io/llm_biology/encoding.html.md"""
 # %% ../nbs/03c_encoding.ipynb #0992ef29
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .transcoders import TranscoderError, activation_function, feature_threshold, streamed
+from .transcoders import TranscoderError, activation_function, feature_threshold
 
 # %% auto #0
 __all__ = ['layer_tensor', 'layer_rows', 'encode_layer', 'encode_features']
@@ -46,9 +45,13 @@ def encode_layer(transcoders, layer: int, x: torch.Tensor, apply_activation_func
     else:
         W_enc = layer_tensor(transcoders, layer, "W_enc")
         chunks = ((s, W_enc[s:s + chunk_rows]) for s in range(0, W_enc.shape[0], chunk_rows))
-    out = torch.empty(xf.shape[0], b.shape[-1], dtype=dtype, device=xf.device)
-    for s, W in chunks:
-        out[:, s:s + len(W)] = xf @ W.to(device=xf.device, dtype=dtype).T
+    out_t = torch.empty(b.shape[-1], xf.shape[0], dtype=dtype, device=xf.device)   # (d_transcoder, n): chunks are rows
+    buf = None
+    for s, W in chunks:   # one reused buffer for the cast slice: no fresh allocation per slice
+        if buf is None or buf.shape[0] < len(W): buf = torch.empty(len(W), W.shape[1], dtype=dtype, device=xf.device)
+        w = buf[:len(W)]; w.copy_(W)
+        torch.mm(w, xf.T, out=out_t[s:s + len(W)])
+    out = out_t.T.contiguous()
     out += b.to(device=xf.device, dtype=dtype)
     if not torch.isfinite(out).all():    # NaN/inf in a row of W_enc: read those rows checked, for the error
         bad = torch.where(~torch.isfinite(out).all(0))[0].cpu()
