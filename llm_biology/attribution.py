@@ -312,7 +312,8 @@ def attribute_many(model, transcoders, prompts, targets=None, **options) -> list
     prompts = list(prompts)
     targets = [None] * len(prompts) if targets is None else list(targets)
     if len(targets) != len(prompts):
-        raise AttributionError(f"targets has {len(targets)} entries for {len(prompts)} prompts: give one per prompt, or None.")
+        raise AttributionError(f"targets has {len(targets)} entries for {len(prompts)} prompts: "
+                               "give one per prompt, or None.")
     o = dict(max_n_logits=10, desired_logit_prob=0.95, max_feature_nodes=None, batch_size=256, update_interval=4,
              dtype=torch.float32, tokenizer=None)
     if unknown := set(options) - set(o): raise AttributionError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(o)}.")
@@ -330,7 +331,8 @@ def attribute_many(model, transcoders, prompts, targets=None, **options) -> list
     for i in range(len(prompts)):
         run, f = runs[i], feats[i]
         runs[i] = feats[i] = None   # each prompt's state is freed once its graph is built
-        out.append(_attribute_run(model, hf, tok, transcoders, prompts[i], ids[i], run, f, targets[i], o, shared, len(prompts)))
+        out.append(_attribute_run(model, hf, tok, transcoders, prompts[i], ids[i], run, f, targets[i], o, shared,
+                                  len(prompts)))
     return out
 
 def _attribute_run(model, hf, tok, transcoders, prompt, ids, run, feats, targets, o, shared, n_batched) -> AttributionGraph:
@@ -397,7 +399,8 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
-        W_enc, W_dec, b_enc, th = (layer_rows(transcoders, l, n, fs) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold"))
+        names = ("W_enc", "W_dec", "b_enc", "activation_function.threshold")
+        W_enc, W_dec, b_enc, th = (layer_rows(transcoders, l, n, fs) for n in names)
         x = run.frozen.mlp_in[l][0].double()
         acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
         acts[0] = 0   # position 0 (the sink) is not in the graph

@@ -176,7 +176,7 @@ def _plan_rows(rows_of_layer, plan: _LayerPlan) -> FeatureRows | None:
 
 def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets: list, freeze_attention: bool = False,
                     constrained_layers=None, batch_size: int = 8):
-    "Yield (start, TokenBatch, float32 logits) of the rows `seqs[i]` run with `edit_sets[i]`, batched."
+    "Yield (start, TokenBatch, final hidden states) of the rows `seqs[i]` run with `edit_sets[i]`, batched."
     constrained = sorted({int(l) for l in constrained_layers}) if constrained_layers is not None else []
     freeze = freeze_attention or bool(constrained)
     freeze_norms = bool(constrained) and set(range(lm.n_layers)) <= set(constrained)
@@ -192,6 +192,10 @@ def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets
         yield from _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips)
     finally:  # a whole layer read for a LayerEdit is freed again: the call holds at most what it found loaded
         for l in set(getattr(tcs, "loaded", ())) - was_loaded: tcs.unload(l)
+
+def _last_position(hidden: torch.Tensor, b) -> torch.Tensor:
+    "Each row's hidden state at its last real position [B, d_model]."
+    return hidden[torch.arange(len(b.lengths), device=hidden.device), b.lengths.to(hidden.device) - 1]
 
 def _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips):
     with torch.no_grad():
@@ -215,8 +219,8 @@ def _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_n
                 clean = rec.state(ub.input_ids)
             with LocalReplacement(lm.model, replay=clean, rows=src, attention=freeze, norms=freeze_norms,
                                   mlps=constrained if freeze else (), skips=skips, mlp_deltas=deltas):
-                logits = lm.model(**b.model_inputs()).logits.float()
-            yield s, b, logits
+                hidden = lm.model.model(**b.model_inputs()).last_hidden_state   # logits only where a caller reads them
+            yield s, b, hidden
 
 # %% ../nbs/07b_edits.ipynb #f1014817
 def edited_logits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets: Sequence[Sequence],
@@ -227,8 +231,9 @@ def edited_logits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets: Sequ
     if len(seqs) != len(edit_sets):
         raise InterventionError(f"{len(seqs)} inputs but {len(edit_sets)} edit sets: give one input per edit set, or one for all.")
     out = []
-    for s, b, logits in _edited_batches(lm, tcs, seqs, [list(e) for e in edit_sets], freeze_attention,
+    for s, b, hidden in _edited_batches(lm, tcs, seqs, [list(e) for e in edit_sets], freeze_attention,
                                         constrained_layers, batch_size):
+        logits = lm.model.lm_head(hidden).float()
         out.extend(logits[i, :int(b.lengths[i])].cpu() for i in range(len(b.lengths)))
     return out
 
@@ -253,9 +258,9 @@ def generate_with_edits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets
     for step in range(max_new_tokens):
         live = [i for i, d in enumerate(done) if not d]
         if not live: break
-        for s, b, logits in _edited_batches(lm, tcs, [seqs[i] for i in live], [list(edit_sets[i]) for i in live],
+        for s, b, hidden in _edited_batches(lm, tcs, [seqs[i] for i in live], [list(edit_sets[i]) for i in live],
                                             freeze_attention, None, batch_size):
-            last = logits[torch.arange(len(b.lengths), device=logits.device), b.lengths - 1]
+            last = lm.model.lm_head(_last_position(hidden, b)).float()   # the vocabulary at the last position only
             for j, row in enumerate(last):
                 i = live[s + j]
                 if step == 0:
@@ -280,11 +285,13 @@ def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Seque
     if len(idx) != len(edit_sets):
         raise InterventionError(f"{len(edit_sets)} edit sets for {len(idx)} rows: give one edit set per row.")
     out = np.zeros(len(idx), dtype=np.float64)
-    for s, b, logits in _edited_batches(lm, tcs, [ats[i].context for i in idx], [list(e) for e in edit_sets],
+    W_U = lm.model.lm_head.weight
+    for s, b, hidden in _edited_batches(lm, tcs, [ats[i].context for i in idx], [list(e) for e in edit_sets],
                                         freeze_attention, constrained_layers, batch_size):
         n = len(b.lengths)
-        last = logits[torch.arange(n, device=logits.device), b.lengths - 1]
-        pair = last.gather(-1, torch.tensor([[ats[i].correct_id, ats[i].incorrect_id] for i in idx[s:s + n]],
-                                            device=logits.device))
-        out[s:s + n] = (pair[:, 0] - pair[:, 1]).double().cpu().numpy()
+        tok = torch.tensor([[ats[i].correct_id, ats[i].incorrect_id] for i in idx[s:s + n]], device=W_U.device)
+        d = (W_U[tok[:, 0]] - W_U[tok[:, 1]]).float()   # two unembedding rows per row, not the vocabulary
+        diff = (_last_position(hidden, b).float() * d).sum(-1)
+        if lm.model.lm_head.bias is not None: diff = diff + (lm.model.lm_head.bias[tok[:, 0]] - lm.model.lm_head.bias[tok[:, 1]])
+        out[s:s + n] = diff.double().cpu().numpy()
     return out

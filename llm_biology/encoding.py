@@ -33,13 +33,13 @@ def layer_rows(transcoders, layer: int, name: str, idx) -> torch.Tensor | None:
 # %% ../nbs/03c_encoding.ipynb #0a48afc9
 def encode_layer(transcoders, layer: int, x: torch.Tensor, apply_activation_function: bool = True,
                  chunk_rows: int = 1024, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Feature activations (..., d_transcoder) of MLP inputs `x` (..., d_model) at `layer` in `dtype`, from its encoder."""
+    """Activations (..., d_transcoder) in `dtype` of MLP inputs `x` (..., d_model) at `layer`, from its encoder."""
     if chunk_rows < 1: raise TranscoderError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     lead, xf = x.shape[:-1], x.reshape(-1, x.shape[-1]).to(dtype)
     b = layer_tensor(transcoders, layer, "b_enc")
     if not torch.isfinite(xf).all():
-        raise TranscoderError(f"The MLP inputs given to layer {layer}'s encoder hold NaN or inf: the model's activations "
-                              "diverged (check its dtype; float16 overflows in Qwen3).")
+        raise TranscoderError(f"The MLP inputs given to layer {layer}'s encoder hold NaN or inf: the model's "
+                              "activations diverged (check its dtype; float16 overflows in Qwen3).")
     if hasattr(transcoders, "row_chunks"):   # not checked row by row: a non-finite weight shows in the product
         chunks = transcoders.row_chunks("W_enc", layer, chunk_rows, check=False)
     else:
@@ -65,7 +65,7 @@ def encode_layer(transcoders, layer: int, x: torch.Tensor, apply_activation_func
 
 # %% ../nbs/03c_encoding.ipynb #1bedcf4a
 def encode_features(transcoders, layer: int, x: torch.Tensor, idx, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Activations (..., len(idx)) of features `idx` of `layer` on MLP inputs `x` (..., d_model), from their rows only."""
+    """Activations (..., len(idx)) of features `idx` of `layer` on MLP inputs `x` (..., d_model), from their rows."""
     W, b, th = (layer_rows(transcoders, layer, n, idx) for n in ("W_enc", "b_enc", "activation_function.threshold"))
     cv = lambda t: None if t is None else t.to(device=x.device, dtype=dtype)
     return activation_function(x.to(dtype) @ cv(W).T + cv(b), cv(th))

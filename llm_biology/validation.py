@@ -14,7 +14,8 @@ import torch
 
 from .core import LLMBiologyError, finite_or_none
 from .models import LanguageModel, answer_tokens, capture_mlp
-from .transcoders import TranscoderSet, streamed
+from .encoding import encode_layer
+from .transcoders import TranscoderSet
 from .attribution import feature_direct_effects
 from .edits import InterventionError, LayerEdit, feature_edit, intervened_logit_diffs
 
@@ -50,14 +51,13 @@ def prompt_activations(lm: LanguageModel, tcs: TranscoderSet, records: Sequence,
     ctx = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer).context for r in records]
     out = [dict() for _ in records]
     for l in sorted({int(l) for l in layers}):
-        with streamed(tcs, l) as tc:
-            for s in range(0, len(ctx), batch_size):
-                cap = capture_mlp(lm, ctx[s:s + batch_size], layers=[l], positions="all")
-                ok = (cap.valid & (cap.positions > 0))[..., None]
-                acts = torch.where(ok, tc.encode(cap.inputs[l]).float(), 0.0).amax(1).cpu()   # [batch, d_transcoder]
-                for j, a in enumerate(acts):
-                    f = torch.nonzero(a > 0).flatten()
-                    out[s + j][l] = (f.numpy(), a[f].numpy())
+        for s in range(0, len(ctx), batch_size):   # the encoder pass: W_enc in row slices, the decoder never read
+            cap = capture_mlp(lm, ctx[s:s + batch_size], layers=[l], positions="all")
+            ok = (cap.valid & (cap.positions > 0))[..., None]
+            acts = torch.where(ok, encode_layer(tcs, l, cap.inputs[l]), 0.0).amax(1).cpu()   # [batch, d_transcoder]
+            for j, a in enumerate(acts):
+                f = torch.nonzero(a > 0).flatten()
+                out[s + j][l] = (f.numpy(), a[f].numpy())
     return out
 
 # %% ../nbs/07d_validation.ipynb #c7fecc5b
