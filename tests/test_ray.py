@@ -131,7 +131,7 @@ def test_ray_run_writes_the_local_files_with_a_worker_killed_and_resumes_after_i
     assert again.stdout.count("up to date, skipped") == 2, again.stdout   # features and attribution
     print(f"features, attribution, interventions: local {runs.local_s:.1f} s; Ray, both runs, {time.time() - t0:.1f} s")
     assert _units_line(d / "data/demo/notebooks/04_attribution.ipynb") == \
-        "attribution: 4 unit(s), 4 run on 2 Ray worker(s), 0 kept from an earlier try"   # the prompts (then the catalog)
+        "attribution: 2 unit(s), 2 run on 2 Ray worker(s), 0 kept from an earlier try"   # one per behaviour, then the catalog
     assert _units_line(d / "data/demo/notebooks/05_interventions.ipynb") == \
         f"interventions: 2 unit(s), {2 - kept} run on {min(1, 2 - kept)} Ray worker(s), {kept} kept from an earlier try"
     a, b = runs.local_files, _files(d)
