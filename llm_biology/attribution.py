@@ -6,7 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/attribution.html.md"""
 
 # %% ../nbs/06_attribution.ipynb #ad36c1d3
 from __future__ import annotations
-import json, time
+import inspect, json, time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from .core import LLMBiologyError, atomic_write
-from .encoding import encode_layer, layer_rows, layer_tensor
+from .encoding import encode_layer, feature_rows, layer_rows, layer_tensor
 from .transcoders import activation_function
 from .replacement import (LocalReplacement, ReplacementRun, hf_model, linearized_forward, model_parts,
                                      replacement_forward)
@@ -314,8 +314,7 @@ def attribute_many(model, transcoders, prompts, targets=None, **options) -> list
     if len(targets) != len(prompts):
         raise AttributionError(f"targets has {len(targets)} entries for {len(prompts)} prompts: "
                                "give one per prompt, or None.")
-    o = dict(max_n_logits=10, desired_logit_prob=0.95, max_feature_nodes=None, batch_size=256, update_interval=4,
-             dtype=torch.float32, tokenizer=None)
+    o = {k: p.default for k, p in inspect.signature(attribute).parameters.items() if p.kind is p.KEYWORD_ONLY}
     if unknown := set(options) - set(o): raise AttributionError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(o)}.")
     o.update(options)
     _check_args(o["max_n_logits"], o["desired_logit_prob"], o["max_feature_nodes"], o["batch_size"], o["update_interval"])
@@ -399,8 +398,7 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
-        names = ("W_enc", "W_dec", "b_enc", "activation_function.threshold")
-        W_enc, W_dec, b_enc, th = (layer_rows(transcoders, l, n, fs) for n in names)
+        W_enc, W_dec, b_enc, th = feature_rows(transcoders, l, fs)
         x = run.frozen.mlp_in[l][0].double()
         acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
         acts[0] = 0   # position 0 (the sink) is not in the graph

@@ -14,7 +14,7 @@ import torch
 
 from .core import LLMBiologyError
 from .models import LanguageModel, pad_right, answer_tokens
-from .encoding import encode_layer, layer_rows
+from .encoding import encode_layer, feature_rows, layer_rows
 from .transcoders import FeatureRows, TranscoderSet, activation_function
 from .replacement import LocalReplacement, skip_weights
 
@@ -163,8 +163,8 @@ def _feature_rows(tcs, edit_sets: list, device) -> dict:
     for l, fs in feats.items():
         idx = torch.tensor(sorted(fs), dtype=torch.long)
         if l not in tcs or not all(0 <= f < tcs.d_transcoder for f in fs): continue   # `_plan` names the problem
-        r = FeatureRows(*(layer_rows(tcs, l, n, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
-        out[l] = (idx.to(device), FeatureRows(*(None if t is None else t.to(device) for t in r)))
+        rows = feature_rows(tcs, l, idx)
+        out[l] = (idx.to(device), FeatureRows(*(None if t is None else t.to(device) for t in rows)))
     return out
 
 def _plan_rows(rows_of_layer, plan: _LayerPlan) -> FeatureRows | None:
@@ -187,11 +187,7 @@ def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets
     seqs = [torch.as_tensor(s, dtype=torch.long).flatten().cpu() for s in seqs]
     rows_by_layer = _feature_rows(tcs, edit_sets, lm.device)
     skips = skip_weights(tcs, constrained, lm.device, torch.float32) if constrained else {}
-    was_loaded = set(getattr(tcs, "loaded", ()))
-    try:
-        yield from _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips)
-    finally:  # a whole layer read for a LayerEdit is freed again: the call holds at most what it found loaded
-        for l in set(getattr(tcs, "loaded", ())) - was_loaded: tcs.unload(l)
+    yield from _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips)
 
 def _last_position(hidden: torch.Tensor, b) -> torch.Tensor:
     "Each row's hidden state at its last real position [B, d_model]."
@@ -292,6 +288,6 @@ def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Seque
         tok = torch.tensor([[ats[i].correct_id, ats[i].incorrect_id] for i in idx[s:s + n]], device=W_U.device)
         d = (W_U[tok[:, 0]] - W_U[tok[:, 1]]).float()   # two unembedding rows per row, not the vocabulary
         diff = (_last_position(hidden, b).float() * d).sum(-1)
-        if lm.model.lm_head.bias is not None: diff = diff + (lm.model.lm_head.bias[tok[:, 0]] - lm.model.lm_head.bias[tok[:, 1]])
+        if (bias := lm.model.lm_head.bias) is not None: diff = diff + (bias[tok[:, 0]] - bias[tok[:, 1]]).float()
         out[s:s + n] = diff.double().cpu().numpy()
     return out

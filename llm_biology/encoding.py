@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from .transcoders import TranscoderError, activation_function, feature_threshold
+from .transcoders import (FEATURE_ROW_TENSORS, FeatureRows, TranscoderError, activation_function,
+                                     feature_threshold)
 
 # %% auto #0
-__all__ = ['layer_tensor', 'layer_rows', 'encode_layer', 'encode_features']
+__all__ = ['layer_tensor', 'layer_rows', 'feature_rows', 'encode_layer', 'encode_features']
 
 # %% ../nbs/03c_encoding.ipynb #52f486d9
 _ATTR = {"activation_function.threshold": "threshold"}
@@ -29,6 +30,10 @@ def layer_rows(transcoders, layer: int, name: str, idx) -> torch.Tensor | None:
     if hasattr(transcoders, "rows"): return transcoders.rows(layer, name, idx)
     t = layer_tensor(transcoders, layer, name)
     return None if t is None else t[torch.as_tensor(idx, dtype=torch.long).to(t.device)]
+
+def feature_rows(transcoders, layer: int, idx) -> FeatureRows:
+    """The encoder, decoder, bias and threshold entries of features `idx` of `layer` (`layer_rows` of each)."""
+    return FeatureRows(*(layer_rows(transcoders, layer, n, idx) for n in FEATURE_ROW_TENSORS))
 
 # %% ../nbs/03c_encoding.ipynb #0a48afc9
 def encode_layer(transcoders, layer: int, x: torch.Tensor, apply_activation_function: bool = True,
@@ -67,5 +72,5 @@ def encode_layer(transcoders, layer: int, x: torch.Tensor, apply_activation_func
 def encode_features(transcoders, layer: int, x: torch.Tensor, idx, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Activations (..., len(idx)) of features `idx` of `layer` on MLP inputs `x` (..., d_model), from their rows."""
     W, b, th = (layer_rows(transcoders, layer, n, idx) for n in ("W_enc", "b_enc", "activation_function.threshold"))
-    cv = lambda t: None if t is None else t.to(device=x.device, dtype=dtype)
+    cv = lambda t: None if t is None else t.to(device=x.device, dtype=dtype)   # the decoder rows are not needed
     return activation_function(x.to(dtype) @ cv(W).T + cv(b), cv(th))

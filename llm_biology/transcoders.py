@@ -21,9 +21,9 @@ from safetensors.torch import save as _st_save
 from .core import LLMBiologyError, MODEL_REGISTRY, atomic_write
 
 # %% auto #0
-__all__ = ['FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'activation_function', 'streamed', 'feature_threshold',
-           'Transcoder', 'HubRef', 'parse_hub_ref', 'FeatureRows', 'TranscoderSet', 'load_transcoders', 'check_fits',
-           'save_transcoders']
+__all__ = ['FEATURE_ROW_TENSORS', 'FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'activation_function',
+           'streamed', 'feature_threshold', 'Transcoder', 'HubRef', 'parse_hub_ref', 'FeatureRows', 'TranscoderSet',
+           'load_transcoders', 'check_fits', 'save_transcoders']
 
 # %% ../nbs/03_transcoders.ipynb #aabf056e
 class TranscoderError(LLMBiologyError):
@@ -260,6 +260,8 @@ class FeatureRows(NamedTuple):
     b_enc: torch.Tensor            # (n,)
     threshold: torch.Tensor | None  # (n,)
 
+FEATURE_ROW_TENSORS = ("W_enc", "W_dec", "b_enc", "activation_function.threshold")   # FeatureRows' fields on disk
+
 def _finite(t: torch.Tensor, where: str, name: str) -> torch.Tensor:
     "`t`, or a clear error when it holds NaN or infinite values."
     if t.is_floating_point() and not torch.isfinite(t).all():
@@ -415,7 +417,7 @@ class TranscoderSet:
 
     def feature_rows(self, layer: int, idx) -> FeatureRows:
         """The encoder, decoder, bias and threshold entries of features `idx` of `layer`, without loading the layer."""
-        return FeatureRows(*(self.rows(layer, n, idx) for n in ("W_enc", "W_dec", "b_enc", "activation_function.threshold")))
+        return FeatureRows(*(self.rows(layer, n, idx) for n in FEATURE_ROW_TENSORS))
 
     def encoder_rows(self, layer: int, idx) -> torch.Tensor:
         """Rows `idx` of layer `layer`'s `W_enc` (len(idx), d_model), without loading the layer."""
