@@ -159,26 +159,40 @@ def _aligned(Lt: int, Ls: int, positions) -> list[tuple[int, int]]:
     if offs is None: raise InterventionError(f"Patching positions must be 'all', 'last' or negative offsets from the end, not {positions!r}.")
     return [(Lt - k, Ls - k) for k in offs if k < min(Lt, Ls)]
 
+def _layer_patch(l: int, a_src: torch.Tensor, a_tgt: torch.Tensor, aligned) -> list:
+    "A whole-layer patch where the target's layer input is clean: FeatureEdits of the features active in either prompt."
+    out = []
+    for tp, sp in aligned:
+        fs = torch.nonzero((a_src[sp] != 0) | (a_tgt[tp] != 0)).flatten()
+        out += [FeatureEdit(l, tp, f, 0.0, v) for f, v in zip(fs.tolist(), a_src[sp, fs].tolist())]
+    return out
+
 def patching_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, pairs: Sequence[tuple[int, int]],
                          patch_sets: Sequence[Sequence[tuple[int, int | None]]], positions="all",
                          freeze_attention: bool = False, constrained_layers=None, batch_size: int = 8) -> AblationOutcome:
     """Targets' logit differences with each set of `(layer, feature_idx | None)` patched from its source (None: whole layer)."""
     ats = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer) for r in records]
-    srcs = sorted({s for s, _ in pairs})
-    layers = sorted({int(l) for ps in patch_sets for l, _ in ps})
     if not pairs: return AblationOutcome(np.zeros(0), np.zeros((len(patch_sets), 0)))
-    cap = capture_mlp(lm, [ats[s].context for s in srcs], layers=layers, positions="all", batch_size=batch_size)
-    row = {s: i for i, s in enumerate(srcs)}
+    layers = sorted({int(l) for ps in patch_sets for l, _ in ps})
+    first = [min((int(l) for l, _ in ps), default=-1) for ps in patch_sets]   # each set's first layer sees a clean input
+    clean = any(f is None and int(l) == first[k] for k, ps in enumerate(patch_sets) for l, f in ps)
+    need = sorted({s for s, _ in pairs} | ({t for _, t in pairs} if clean else set()))
+    cap = capture_mlp(lm, [ats[i].context for i in need], layers=layers, positions="all", batch_size=batch_size)
+    row = {i: k for k, i in enumerate(need)}
     al = [_aligned(len(ats[t].context), len(ats[s].context), positions) for s, t in pairs]
     sets = [[[] for _ in patch_sets] for _ in pairs]  # [pair][set] edits
-    for l in layers:  # one layer's source activations at a time (they are wide), kept sparse in the edits
-        A = encode_layer(tcs, l, cap.inputs[l])  # [n_src, T, d_transcoder], from the encoder alone
+    for l in layers:  # one layer's activations at a time (they are wide), kept sparse in the edits
+        A = encode_layer(tcs, l, cap.inputs[l])  # [n_prompts, T, d_transcoder], from the encoder alone
         for j, (s, t) in enumerate(pairs):
-            a = A[row[s]]
+            a, whole = A[row[s]], None
             for k, ps in enumerate(patch_sets):
-                sets[j][k] += [LayerEdit(l, tp, 0.0, a[sp].to_sparse()) if f is None else
-                               FeatureEdit(l, tp, int(f), 0.0, float(a[sp, int(f)]))
-                               for ll, f in ps if int(ll) == l for tp, sp in al[j]]
+                for ll, f in ps:
+                    if int(ll) != l: continue
+                    if f is not None: sets[j][k] += [FeatureEdit(l, tp, int(f), 0.0, float(a[sp, int(f)])) for tp, sp in al[j]]
+                    elif l == first[k]:   # no encoder pass in the edited run: the target's clean activations
+                        whole = _layer_patch(l, a, A[row[t]], al[j]) if whole is None else whole
+                        sets[j][k] += whole
+                    else: sets[j][k] += [LayerEdit(l, tp, 0.0, a[sp].to_sparse()) for tp, sp in al[j]]
         del A
     edit_sets = [e for j in range(len(pairs)) for e in [[]] + sets[j]]  # per pair: the unpatched target, then each set
     idx = [t for _, t in pairs for _ in range(1 + len(patch_sets))]
