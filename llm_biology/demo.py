@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from .core import (LLMBiologyError, BEHAVIOURS, get_behaviour_spec, package_asset, write_json)
 from .prompts import (GRAMMAR_SUBJECTS, VERB_PAIRS, CAPITALS, SENTIMENT_WORDS, SENTIMENT_TOPICS,
                                  prompt_pool, generate_prompts)
-from .testing import build_qwen_tokenizer, tiny_qwen3_config
+from .qwen_tokenizers import build_qwen_tokenizer
+from .testing import tiny_qwen3_config
 from .models import LanguageModel, logprob_diffs
 
 # %% auto #0

@@ -1,4 +1,4 @@
-"""Tiny and real-shape Qwen3s, the real Qwen3 tokenizer, transcoder sets in the real formats: test fixtures.
+"""Tiny and real-shape Qwen3s and transcoder sets in the real formats: test fixtures.
 
 Docs: https://llm-biology.github.io/llm_biology/testing.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/testing.html.md"""
 
 # %% ../nbs/03a_testing.ipynb #5c7e275f
 from __future__ import annotations
-import base64, hashlib, json, math, os, shutil, statistics, struct, subprocess, sys, tempfile, zipfile
+import hashlib, json, math, os, shutil, statistics, struct, tempfile
 from pathlib import Path
 from typing import NamedTuple, Iterable, Iterator
 
@@ -14,156 +14,12 @@ import torch, yaml
 from safetensors.torch import save_file
 
 from .core import LLMBiologyError, atomic_write
+from .qwen_tokenizers import build_qwen_tokenizer, qwen3_tokenizer
 
 # %% auto #0
-__all__ = ['QWEN_SPLIT_REGEX', 'QWEN_SPECIAL_TOKENS', 'DASHSCOPE_WHEEL', 'QWEN_RANKS_FILE', 'QWEN_RANKS_SHA256',
-           'QWEN3_SPECIAL_TOKENS', 'QWEN3_N_SPECIAL', 'TINY_CORPUS', 'QWEN3_CONFIGS', 'TINY_MODEL_ID', 'TINY_SHAPE',
-           'TINY_TRANSCODER_VARIANTS', 'build_qwen_tokenizer', 'TokenizerUnavailable', 'cache_root', 'qwen_bpe_ranks',
-           'bpe_merges', 'build_qwen3_backend', 'qwen3_tokenizer', 'tiny_qwen3_config', 'tiny_texts', 'make_tiny_model',
-           'qwen3_config', 'make_qwen3_model', 'make_random_transcoders', 'make_published_transcoders',
-           'install_in_hub_cache', 'TinyHub', 'tiny_hub', 'toy_graph']
-
-# %% ../nbs/03a_testing.ipynb #1cd389b4
-QWEN_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-                    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-
-def build_qwen_tokenizer(texts: Iterable[str], vocab_size: int | None = None,
-                         special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS):
-    """Train a byte-level BPE with Qwen's pre-tokenizer; every word one token when `vocab_size` is None."""
-    from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size or 1_000_000, min_frequency=1,
-                                  special_tokens=list(special_tokens), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   unk_token=None, bos_token=None, clean_up_tokenization_spaces=False)
-
-# %% ../nbs/03a_testing.ipynb #201339e9
-DASHSCOPE_WHEEL = "dashscope==2.0.2"  # the pip requirement whose wheel ships Qwen's BPE ranks
-QWEN_RANKS_FILE = "dashscope/resources/qwen.tiktoken"
-QWEN_RANKS_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
-QWEN3_SPECIAL_TOKENS = (  # ids 151643.. in this order; the first 14 are `special` (skipped by decode)
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
-    "</tool_response>", "<think>", "</think>")
-QWEN3_N_SPECIAL = 14  # <tool_call> and later are plain added tokens in Qwen3's tokenizer.json
-
-class TokenizerUnavailable(LLMBiologyError):
-    """The wheel holding Qwen's BPE ranks cannot be fetched (no access to PyPI and no `wheel_dir`)."""
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The folder for built fixtures: `cache_dir`, else `$LLMB_CACHE`, else `~/.cache/llm_biology`."""
-    root = cache_dir or os.environ.get("LLMB_CACHE") or Path.home() / ".cache" / "llm_biology"
-    return Path(root).expanduser()
-
-# %% ../nbs/03a_testing.ipynb #c042d900
-def _fetch_wheel(dest: Path, wheel_dir: str | Path | None) -> Path:
-    "Download the dashscope wheel into `dest` (from `wheel_dir` only, when given) and return its path."
-    where = ["--no-index", "--find-links", str(wheel_dir)] if wheel_dir is not None else []
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
-           "--disable-pip-version-check", "--retries", "2", "--timeout", "20", *where, "-d", str(dest),
-           DASHSCOPE_WHEEL]
-    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e: r = subprocess.CompletedProcess(cmd, -1, "", str(e))
-    wheels = sorted(dest.glob("dashscope-*.whl"))
-    if r.returncode == 0 and wheels: return wheels[0]
-    lines = [l.strip() for l in r.stderr.splitlines() if l.strip()]
-    why = lines[-1] if lines else f"exit status {r.returncode}"
-    src = f"the folder {wheel_dir}" if wheel_dir is not None else "PyPI"
-    raise TokenizerUnavailable(
-        f"Could not fetch the {DASHSCOPE_WHEEL} wheel (it holds Qwen's BPE ranks) from {src}: "
-        f"`pip download` said: {why}. Fix: give this machine access to PyPI (or a mirror through "
-        f"PIP_INDEX_URL), or run `pip download --no-deps {DASHSCOPE_WHEEL}` on a machine that has it "
-        "and pass that folder as wheel_dir=.")
-
-def qwen_bpe_ranks(wheel_dir: str | Path | None = None) -> dict[bytes, int]:
-    """Qwen's byte-level BPE ranks (token bytes -> id), read from the dashscope wheel, not installed."""
-    with tempfile.TemporaryDirectory(prefix="llmb-dashscope-") as tmp:
-        whl = _fetch_wheel(Path(tmp), wheel_dir)
-        try:
-            with zipfile.ZipFile(whl) as z: data = z.read(QWEN_RANKS_FILE)
-        except (zipfile.BadZipFile, KeyError) as e:
-            raise LLMBiologyError(f"{whl.name} has no readable {QWEN_RANKS_FILE} ({e}). Fix: use the "
-                                  f"pinned wheel {DASHSCOPE_WHEEL} (delete any other copy in wheel_dir).")
-    if (h := hashlib.sha256(data).hexdigest()) != QWEN_RANKS_SHA256:
-        raise LLMBiologyError(f"{QWEN_RANKS_FILE} in {whl.name} has SHA-256 {h}, not the expected "
-                              f"{QWEN_RANKS_SHA256}: the file changed. Fix: use the wheel {DASHSCOPE_WHEEL}.")
-    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines())}
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise LLMBiologyError(f"The ranks in {QWEN_RANKS_FILE} are not 0..{len(ranks) - 1} without gaps "
-                              f"or repeats. Fix: use the pinned wheel {DASHSCOPE_WHEEL}.")
-    return ranks
-
-# %% ../nbs/03a_testing.ipynb #87e26755
-def bpe_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
-    """The BPE merges implied by byte-level ranks, in rank order (one per multi-byte token)."""
-    merges = []
-    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(tok) == 1: continue
-        parts = [tok[i:i + 1] for i in range(len(tok))]
-        while len(parts) > 2:
-            best, at = rank, -1
-            for i in range(len(parts) - 1):
-                r = ranks.get(parts[i] + parts[i + 1])
-                if r is not None and r < best: best, at = r, i
-            if at < 0: break
-            parts[at:at + 2] = [parts[at] + parts[at + 1]]
-        if len(parts) != 2 or ranks.get(parts[0], rank) >= rank or ranks.get(parts[1], rank) >= rank:
-            raise LLMBiologyError(f"Token {tok!r} (rank {rank}) is not the merge of two lower-ranked tokens "
-                                  f"(BPE on its bytes stops at {parts}), so these ranks are not a byte-level "
-                                  "BPE vocabulary. Fix: pass byte-level BPE ranks (every byte ranked).")
-        merges.append((parts[0], parts[1]))
-    return merges
-
-# %% ../nbs/03a_testing.ipynb #407350ab
-def build_qwen3_backend(ranks: dict[bytes, int]):
-    """A `tokenizers.Tokenizer` with Qwen3's BPE, pre-tokenizer, normalizer, decoder and added tokens."""
-    from tokenizers import Tokenizer, Regex, AddedToken, models, pre_tokenizers, decoders, normalizers
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-    b2u = bytes_to_unicode()
-    text = lambda b: "".join(b2u[x] for x in b)
-    tk = Tokenizer(models.BPE(vocab={text(t): r for t, r in ranks.items()},
-                              merges=[(text(a), text(b)) for a, b in bpe_merges(ranks)],
-                              unk_token=None, fuse_unk=False, byte_fallback=False))
-    tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
-    tk.decoder = decoders.ByteLevel()
-    tk.add_tokens([AddedToken(t, normalized=False, special=i < QWEN3_N_SPECIAL)
-                   for i, t in enumerate(QWEN3_SPECIAL_TOKENS)])
-    return tk
-
-# %% ../nbs/03a_testing.ipynb #14668933
-_QWEN3_TOKENIZER_BUILD = 1  # bump when build_qwen3_backend changes
-
-def qwen3_tokenizer(cache_dir: str | Path | None = None, wheel_dir: str | Path | None = None):
-    """The real Qwen3 tokenizer (151,669 tokens), built once from Qwen's BPE ranks and cached."""
-    key = hashlib.sha1(repr((QWEN_RANKS_SHA256, QWEN_SPLIT_REGEX, QWEN3_SPECIAL_TOKENS, QWEN3_N_SPECIAL,
-                             _QWEN3_TOKENIZER_BUILD)).encode()).hexdigest()[:10]
-    path = cache_root(cache_dir) / f"qwen3-tokenizer-{key}" / "tokenizer.json"
-    if not path.exists():
-        backend = build_qwen3_backend(qwen_bpe_ranks(wheel_dir))
-        with atomic_write(path) as f: f.write(backend.to_str())
-    from transformers import Qwen2TokenizerFast
-    try:
-        return Qwen2TokenizerFast(tokenizer_file=str(path), unk_token=None, bos_token=None,
-                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                  additional_special_tokens=list(QWEN3_SPECIAL_TOKENS[1:QWEN3_N_SPECIAL]),
-                                  clean_up_tokenization_spaces=False, split_special_tokens=False,
-                                  model_max_length=131072)
-    except Exception as e:
-        raise LLMBiologyError(f"The cached tokenizer {path} cannot be read ({type(e).__name__}: {e}). "
-                              "Fix: delete that file; the next call rebuilds it.") from e
+__all__ = ['TINY_CORPUS', 'QWEN3_CONFIGS', 'TINY_MODEL_ID', 'TINY_SHAPE', 'TINY_TRANSCODER_VARIANTS', 'tiny_qwen3_config',
+           'tiny_texts', 'make_tiny_model', 'qwen3_config', 'make_qwen3_model', 'make_random_transcoders',
+           'make_published_transcoders', 'install_in_hub_cache', 'TinyHub', 'tiny_hub', 'toy_graph']
 
 # %% ../nbs/03a_testing.ipynb #72b07600
 TINY_CORPUS = (

