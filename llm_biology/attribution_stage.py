@@ -21,10 +21,10 @@ from . import attribution
 from .baseline import select_records
 from .core import (BEHAVIOURS, LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, atomic_write,
                               get_behaviour_spec, model_paths, save_figure, stage_run)
-from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, aggregate_graphs, as_graph, class_title,
-                                circuit_features, node_id, feature_table, influence_series, normalized_abs, prompt_graph,
-                                prune, prune_topk, read_graph_json, target_weight_vector, write_graph_json, write_graphml,
-                                _target_position)
+from .graphs import (AGGREGATED_GRAPH_FORMAT, PROMPT_GRAPH_FORMAT, as_graph, node_id, influence_series,
+                                normalized_abs, prompt_graph, prune, prune_topk, read_graph_json, target_weight_vector,
+                                write_graph_json, write_graphml, _target_position)
+from .circuits import aggregate_graphs, circuit_features, class_title, feature_table
 from .viewer import annotate_frontend, frontend_graph, write_frontend_graph
 from .models import load_model
 from .transcoders import load_transcoders, check_fits

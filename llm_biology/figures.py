@@ -16,7 +16,8 @@ import yaml
 from .core import (LLMBiologyError, BEHAVIOURS, BEHAVIOUR_SPECS, MODEL_REGISTRY, RunConfig, atomic_write,
                               model_paths, paths_at, read_run_record)
 from .baseline import metrics_json, read_baseline_metrics
-from .graphs import class_title, parse_node_id, read_graph_json
+from .graphs import read_graph_json
+from .circuits import class_title
 from .attribution_stage import aggregated_graph_file, read_aggregated_graph, read_scores, scores_csv
 from .interventions import (SUPERNODE_COLUMNS, faithfulness_file, read_faithfulness_summary, read_table,
                                        supernodes_file)

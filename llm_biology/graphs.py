@@ -1,4 +1,4 @@
-"""Step 4's graph layer: pruning by influence, replacement and completeness scores, per-prompt and aggregated networkx graphs, virtual weights, exports (graphml, JSON; circuit-tracer's viewer JSON is `viewer`).
+"""Step 4's graph layer: pruning by influence, replacement and completeness scores, per-prompt networkx graphs, exports (graphml, JSON; circuit-tracer's viewer JSON is `viewer`; across prompts, `circuits`).
 
 Docs: https://llm-biology.github.io/llm_biology/graphs.html.md"""
 
@@ -6,8 +6,7 @@ Docs: https://llm-biology.github.io/llm_biology/graphs.html.md"""
 
 # %% ../nbs/07_graphs.ipynb #0e2c8089
 from __future__ import annotations
-import json, math, re
-from collections import defaultdict
+import json, re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -17,16 +16,13 @@ import numpy as np
 import torch
 
 from .core import LLMBiologyError, atomic_write, write_json, read_json
-from .encoding import layer_rows
 
 # %% auto #0
-__all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'FEATURE_COLUMNS', 'GraphError', 'Target',
-           'AttributionGraph', 'graph_from_adjacency', 'as_graph', 'node_id', 'parse_node_id', 'normalized_abs',
-           'influence_series', 'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share',
-           'PruneResult', 'prune', 'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split',
-           'prompt_graph', 'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml',
-           'read_graphml', 'class_title', 'aggregate_graphs', 'CircuitFeature', 'circuit_features', 'feature_table',
-           'virtual_weights']
+__all__ = ['NODE_KINDS', 'PROMPT_GRAPH_FORMAT', 'AGGREGATED_GRAPH_FORMAT', 'GraphError', 'Target', 'AttributionGraph',
+           'graph_from_adjacency', 'as_graph', 'node_id', 'parse_node_id', 'normalized_abs', 'influence_series',
+           'target_weight_vector', 'node_influence', 'influence_cutoff', 'cumulative_share', 'PruneResult', 'prune',
+           'prune_topk', 'graph_scores', 'total_effects', 'TargetSplit', 'target_split', 'prompt_graph',
+           'graph_to_dict', 'graph_from_dict', 'write_graph_json', 'read_graph_json', 'write_graphml', 'read_graphml']
 
 # %% ../nbs/07_graphs.ipynb #17523ef1
 class GraphError(LLMBiologyError):
@@ -552,102 +548,3 @@ def read_graphml(path, fmt: str | None = None) -> nx.DiGraph:
     d = graph_to_dict(nx.DiGraph(G), found if found in _SCHEMAS else PROMPT_GRAPH_FORMAT)
     d["format"] = found
     return graph_from_dict(d, str(path), fmt)
-
-# %% ../nbs/07_graphs.ipynb #eeb89738
-def class_title(class_label: str | None) -> str:
-    """How tables and figures name an aggregation: `class <label>`, or `pooled over classes`."""
-    return "pooled over classes" if class_label in (None, "pooled") else f"class {class_label}"
-
-# %% ../nbs/07_graphs.ipynb #ef6c8f7f
-def aggregate_graphs(graphs: Sequence[nx.DiGraph], min_frequency: float = 0.2, metadata: dict | None = None,
-                     class_label: str | None = None) -> nx.DiGraph:
-    """The behaviour graph: features in at least `min_frequency` of the per-prompt graphs, ranked by signed effect."""
-    n = len(graphs)
-    if n == 0: raise GraphError("No per-prompt graphs to aggregate: attribute at least one prompt.")
-    if not 0.0 <= min_frequency <= 1.0: raise GraphError(f"min_frequency must be between 0 and 1, got {min_frequency}.")
-    count, sums, act, edges = defaultdict(int), defaultdict(lambda: defaultdict(float)), defaultdict(float), defaultdict(float)
-    for G in graphs:
-        key, best = {}, {}
-        for v, d in G.nodes(data=True):
-            if d.get("type") == "feature":
-                k = (int(d["layer"]), int(d["feature_idx"])); key[v] = k
-                for a in ("attribution", "influence", "effect"): sums[k][a] += d[a]
-                best[k] = max(best.get(k, -math.inf), d["activation"])
-            elif d.get("type") == "input": key[v] = "input"
-            elif d.get("type") == "output" and d.get("is_behaviour"): key[v] = "output"
-        for k, a in best.items(): count[k] += 1; act[k] += a
-        for u, v, d in G.edges(data=True):
-            if u in key and v in key: edges[key[u], key[v]] += d["weight"]
-    kept = sorted((k for k, c in count.items() if c / n >= min_frequency - 1e-9), key=lambda k: (-sums[k]["effect"], k))
-    name = lambda k: k if isinstance(k, str) else node_id(("feature", k[0], None, k[1]))
-    A = nx.DiGraph()
-    A.add_node("input", type="input")
-    for k in kept:
-        e = sums[k]["effect"] / n
-        A.add_node(name(k), type="feature", layer=k[0], feature_idx=k[1], frequency=count[k] / n, count=count[k],
-                   mean_effect=e, mean_attribution=sums[k]["attribution"] / n, mean_influence=sums[k]["influence"] / n,
-                   mean_activation=act[k] / count[k], role="promoting" if e >= 0 else "suppressing")
-    A.add_node("output", type="output")
-    kept_set = set(kept)
-    for (u, v), w in sorted(edges.items(), key=lambda e: str(e[0])):
-        if w != 0 and (u in kept_set or u == "input") and (v in kept_set or v == "output"):
-            A.add_edge(name(u), name(v), weight=w / n)
-    scores = [(G.graph.get("replacement_score"), G.graph.get("completeness_score")) for G in graphs]
-    A.graph.update(n_prompts=n, min_frequency=float(min_frequency), n_features=len(kept), n_candidate_features=len(count),
-                   aggregation="pooled" if class_label is None else "class", class_label=class_label,
-                   ranking="mean_effect (signed total effect on the behaviour target), descending",
-                   prompt_ids=[G.graph.get("prompt_id") for G in graphs], **(metadata or {}))
-    if all(r is not None for r, _ in scores):
-        A.graph.update(mean_replacement_score=float(np.mean([r for r, _ in scores])),
-                       mean_completeness_score=float(np.mean([c for _, c in scores])))
-    return A
-
-# %% ../nbs/07_graphs.ipynb #60a17ad2
-FEATURE_COLUMNS = ("node", "layer", "feature_idx", "role", "mean_effect", "frequency", "count", "mean_influence",
-                   "mean_attribution", "mean_activation")
-
-class CircuitFeature(NamedTuple):
-    """One feature of an aggregated graph, with the statistics it is ranked by."""
-    node: str
-    layer: int
-    feature_idx: int
-    role: str            # "promoting" or "suppressing"
-    mean_effect: float
-    frequency: float
-    count: int
-    mean_influence: float
-    mean_attribution: float
-    mean_activation: float
-
-def circuit_features(agg: nx.DiGraph, role: str | None = None, layers: Sequence[int] | None = None) -> list[CircuitFeature]:
-    """The aggregated graph's features (of `role`, in `layers`): promoting by descending effect, suppressing by ascending."""
-    out = [CircuitFeature(n, *(d[c] for c in FEATURE_COLUMNS[1:])) for n, d in agg.nodes(data=True) if d.get("type") == "feature"]
-    out = [f for f in out if (role is None or f.role == role) and (layers is None or f.layer in layers)]
-    key = (lambda f: (-f.mean_effect, f.layer, f.feature_idx)) if role != "suppressing" else (lambda f: (f.mean_effect, f.layer, f.feature_idx))
-    return sorted(out, key=key)
-
-def feature_table(agg: nx.DiGraph, k: int | None = None, role: str | None = None):
-    """The aggregated graph's features as a DataFrame in rank order (top `k`)."""
-    import pandas as pd
-    return pd.DataFrame([f._asdict() for f in circuit_features(agg, role)][:k], columns=list(FEATURE_COLUMNS))
-
-# %% ../nbs/07_graphs.ipynb #f18716bb
-def virtual_weights(transcoders, source_layer: int, target_layer: int, source_features=None, target_features=None,
-                    chunk_size: int = 4096, max_elements: int = 1 << 28) -> torch.Tensor:
-    """W_enc[target_layer][target_features] @ W_dec[source_layer][source_features].T, chunked; (n_target, n_source)."""
-    if target_layer <= source_layer:
-        raise GraphError(f"Virtual weights go from an earlier layer to a later one; got {source_layer} -> {target_layer}.")
-    d_t = transcoders[source_layer].W_dec.shape[0] if not hasattr(transcoders, "d_transcoder") else transcoders.d_transcoder
-    n_s = d_t if source_features is None else len(source_features)
-    n_t = d_t if target_features is None else len(target_features)
-    if n_s * n_t > max_elements:
-        raise GraphError(f"The virtual weight matrix would have {n_t} x {n_s} = {n_s * n_t:,} entries (limit "
-                         f"{max_elements:,}). Pass source_features= and target_features= (feature index subsets), "
-                         "or raise max_elements= if you really have the memory.")
-    src = source_features if source_features is not None else np.arange(d_t)
-    tgt = np.asarray(target_features if target_features is not None else np.arange(d_t), dtype=np.int64).reshape(-1)
-    dec = layer_rows(transcoders, source_layer, "W_dec", src).float()
-    out = torch.empty(len(tgt), dec.shape[0], dtype=torch.float32)
-    for s in range(0, len(tgt), chunk_size):
-        out[s:s + chunk_size] = (layer_rows(transcoders, target_layer, "W_enc", tgt[s:s + chunk_size]).float() @ dec.T).cpu()
-    return out

@@ -20,7 +20,8 @@ from .prompts import prompt_pool
 from .models import LanguageModel, capture_mlp
 from .encoding import encode_features
 from .replacement import model_parts
-from .graphs import circuit_features, node_id
+from .graphs import node_id
+from .circuits import circuit_features
 
 # %% auto #0
 __all__ = ['GENERAL_CORPUS', 'QUANTILES', 'CATALOG_FORMAT', 'CARD_KEYS', 'SUPERNODE_KEYS', 'SUPERNODE_METHOD', 'LogitEffects',

@@ -20,7 +20,7 @@ from .encoding import encode_layer
 from .transcoders import TranscoderSet
 from .baseline import select_records
 from .features import open_model_and_transcoders
-from .graphs import circuit_features
+from .circuits import circuit_features
 from .attribution_stage import aggregated_graph_file, read_aggregated_graph
 from .edits import InterventionError, FeatureEdit, LayerEdit, feature_edit, intervened_logit_diffs
 from .validation import agreement, bootstrap_ci, circuit_faithfulness, faithfulness_rows, graph_vs_intervention, is_monotone
