@@ -10,7 +10,7 @@ import hashlib, json, random, re, zlib
 from pathlib import Path
 from typing import NamedTuple, Callable, Iterable
 
-from .core import (LLMBiologyError, BEHAVIOURS, ModelPaths, atomic_write, get_behaviour_spec)
+from .core import (LLMBiologyError, BEHAVIOURS, atomic_write, get_behaviour_spec)
 
 # %% auto #0
 __all__ = ['GRAMMAR_SUBJECTS', 'VERB_PAIRS', 'CONTINUATIONS', 'CAPITALS', 'FACT_TEMPLATES', 'FACT_TEST_TEMPLATES',
@@ -18,7 +18,7 @@ __all__ = ['GRAMMAR_SUBJECTS', 'VERB_PAIRS', 'CONTINUATIONS', 'CAPITALS', 'FACT_
            'ARITHMETIC_TEMPLATES', 'OPERAND_RANGES', 'ARITHMETIC_ERRORS', 'RECORD_FIELDS', 'PromptError',
            'PromptFileError', 'PromptRecord', 'PromptSplits', 'grammar_continuations', 'match_distractor',
            'arithmetic_held_out', 'operand_ranges_of', 'prompt_pool', 'generate_prompts', 'behaviour_words',
-           'record_to_dict', 'write_jsonl', 'read_jsonl', 'write_prompts']
+           'record_to_dict', 'write_jsonl', 'read_jsonl']
 
 # %% ../nbs/01_prompts.ipynb #ebaa21e2
 class PromptError(LLMBiologyError):
@@ -390,15 +390,3 @@ def read_jsonl(path: str | Path, tokenizer=None, behaviour: str | None = None, s
         records.append(r)
     if not records: raise PromptFileError(f"{path} holds no prompts (empty file). {_FIX}")
     return records
-
-# %% ../nbs/01_prompts.ipynb #70f04493
-def write_prompts(tokenizer, out_dir: str | Path | ModelPaths, behaviours: Iterable[str] = BEHAVIOURS,
-                  seed: int = 42, n_train: int = 80, n_test: int = 20) -> dict[str, dict[str, int]]:
-    """Write every behaviour's train and test JSONL files; return `{behaviour: {split: count}}`."""
-    folder = out_dir.prompts if isinstance(out_dir, ModelPaths) else Path(out_dir)
-    counts = {}
-    for b in behaviours:
-        sp = generate_prompts(b, tokenizer, seed=seed, n_train=n_train, n_test=n_test)
-        for split, records in sp._asdict().items(): write_jsonl(records, folder / f"{b}_{split}.jsonl")
-        counts[b] = {"train": len(sp.train), "test": len(sp.test)}
-    return counts

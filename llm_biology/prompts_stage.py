@@ -6,15 +6,29 @@ Docs: https://llm-biology.github.io/llm_biology/prompts_stage.html.md"""
 
 # %% ../nbs/02a_prompts_stage.ipynb #147782f7
 from __future__ import annotations
+from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
-from .core import RunConfig, StageResult, model_paths, stage_run
+from .core import BEHAVIOURS, ModelPaths, RunConfig, StageResult, model_paths, stage_run
 from .models import LanguageModel, load_tokenizer
-from .prompts import read_jsonl, write_prompts
+from .prompts import generate_prompts, read_jsonl, write_jsonl
 
 # %% auto #0
-__all__ = ['run_prompts']
+__all__ = ['write_prompts', 'run_prompts']
+
+# %% ../nbs/02a_prompts_stage.ipynb #18107d73
+def write_prompts(tokenizer, out_dir: str | Path | ModelPaths, behaviours: Iterable[str] = BEHAVIOURS,
+                  seed: int = 42, n_train: int = 80, n_test: int = 20) -> dict[str, dict[str, int]]:
+    """Write every behaviour's train and test JSONL files; return `{behaviour: {split: count}}`."""
+    folder = out_dir.prompts if isinstance(out_dir, ModelPaths) else Path(out_dir)
+    counts = {}
+    for b in behaviours:
+        sp = generate_prompts(b, tokenizer, seed=seed, n_train=n_train, n_test=n_test)
+        for split, records in sp._asdict().items(): write_jsonl(records, folder / f"{b}_{split}.jsonl")
+        counts[b] = {"train": len(sp.train), "test": len(sp.test)}
+    return counts
 
 # %% ../nbs/02a_prompts_stage.ipynb #6492d4fa
 def run_prompts(cfg: RunConfig, lm: LanguageModel | None = None, transcoders=None) -> StageResult:
