@@ -13,7 +13,7 @@ from .transcoders import (FEATURE_ROW_TENSORS, FeatureRows, TranscoderError, act
                                      feature_threshold)
 
 # %% auto #0
-__all__ = ['layer_tensor', 'layer_rows', 'feature_rows', 'encode_layer', 'encode_features']
+__all__ = ['layer_tensor', 'layer_rows', 'feature_rows', 'encode_layer', 'encode_features', 'decode_layer']
 
 # %% ../nbs/03c_encoding.ipynb #52f486d9
 _ATTR = {"activation_function.threshold": "threshold"}
@@ -74,3 +74,16 @@ def encode_features(transcoders, layer: int, x: torch.Tensor, idx, dtype: torch.
     W, b, th = (layer_rows(transcoders, layer, n, idx) for n in ("W_enc", "b_enc", "activation_function.threshold"))
     cv = lambda t: None if t is None else t.to(device=x.device, dtype=dtype)   # the decoder rows are not needed
     return activation_function(x.to(dtype) @ cv(W).T + cv(b), cv(th))
+
+# %% ../nbs/03c_encoding.ipynb #c14267c5
+def decode_layer(transcoders, layer: int, acts: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """The output (..., d_model), float32, of activations `acts` (..., d_transcoder) at `layer`, from active rows."""
+    lead, a = acts.shape[:-1], acts.reshape(-1, acts.shape[-1])
+    on = torch.nonzero((a != 0).any(0)).flatten()
+    W = layer_rows(transcoders, layer, "W_dec", on.cpu()).to(device=a.device, dtype=torch.float32)
+    out = a[:, on].float() @ W + layer_tensor(transcoders, layer, "b_dec").to(device=a.device, dtype=torch.float32)
+    W_skip = layer_tensor(transcoders, layer, "W_skip")
+    if W_skip is not None:
+        if x is None: raise TranscoderError(f"Layer {layer} has a skip connection: pass its MLP inputs as x=.")
+        out += x.reshape(-1, x.shape[-1]).float().to(a.device) @ W_skip.to(device=a.device, dtype=torch.float32).T
+    return out.reshape(*lead, -1)

@@ -17,7 +17,8 @@ from .core import (LLMBiologyError, MODEL_REGISTRY, RunConfig, StageResult, anal
                               finite_or_none, get_behaviour_spec, model_paths, read_json, save_figure, stage_run, write_json)
 from .models import LanguageModel, capture_mlp, load_model
 from .baseline import read_prompts
-from .reconstruction import ReconstructionMetrics, reconstruction_metrics
+from .reconstruction import ReconstructionMetrics, metrics_from_errors
+from .encoding import decode_layer, encode_layer
 from .transcoders import TranscoderSet, check_fits, load_transcoders
 from .units import Opened, Unit, open_backend
 
@@ -173,16 +174,18 @@ class FeatureExtraction(NamedTuple):
                 f"transcoders {self.transcoders})")
 
 # %% ../nbs/05_features.ipynb #cb391a5e
-def _encode_samples(tc, X: torch.Tensor, top_k: int, keep_full: bool, chunk: int):
-    """Top-k, sparse and (optionally) dense activations of the samples `X` [n, d_model]."""
-    n, d = X.shape[0], tc.d_transcoder
+def _encode_samples(transcoders, layer: int, X: torch.Tensor, Y: torch.Tensor, top_k: int, keep_full: bool, chunk: int):
+    """Top-k, sparse and (optionally) dense activations of the samples `X` [n, d_model]; squared errors against `Y`."""
+    n, d = X.shape[0], transcoders.d_transcoder
     k = min(top_k, d)
     ti, tv = np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), dtype=np.float32)
-    rows, cols, vals = [], [], []
+    rows, cols, vals, sse = [], [], [], torch.empty(n, dtype=torch.float64)
     full = np.zeros((n, d), dtype=np.float32) if keep_full else None
     with torch.no_grad():
-        for s in range(0, n, chunk):
-            a = tc.encode(X[s:s + chunk]).float()
+        for s in range(0, n, chunk):   # the encoder in row slices, the decoder rows of the active features
+            x = X[s:s + chunk]
+            a = encode_layer(transcoders, layer, x)
+            sse[s:s + len(a)] = ((Y[s:s + chunk].double() - decode_layer(transcoders, layer, a, x).double()) ** 2).sum(-1).cpu()
             v, i = a.topk(k, dim=-1)
             on = (v != 0).cpu().numpy()
             ti[s:s + len(a)] = np.where(on, i.cpu().numpy(), -1); tv[s:s + len(a)] = np.where(on, v.cpu().numpy(), 0)
@@ -191,7 +194,15 @@ def _encode_samples(tc, X: torch.Tensor, top_k: int, keep_full: bool, chunk: int
             if keep_full: full[s:s + len(a)] = a.cpu().numpy()
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
     sparse = SparseActivations(cat(rows, np.int64), cat(cols, np.int64), cat(vals, np.float32), (n, d))
-    return ti, tv, sparse, full
+    return ti, tv, sparse, full, sse
+
+def _metrics(Y: torch.Tensor, sse: torch.Tensor, sparse: SparseActivations, sel: np.ndarray) -> ReconstructionMetrics:
+    "The reconstruction metrics of the samples `sel` (bool, [n_samples]) of one layer."
+    on = sel[sparse.rows]
+    active = torch.zeros(sparse.shape[1], dtype=torch.bool)
+    active[torch.from_numpy(sparse.cols[on])] = True
+    n_active = torch.from_numpy(np.bincount(sparse.rows[on], minlength=sparse.shape[0])[sel])
+    return metrics_from_errors(Y[torch.from_numpy(sel).to(Y.device)], sse[torch.from_numpy(sel)], n_active, active)
 
 def _check_layers(lm, transcoders, layers) -> list[int]:
     layers = list(transcoders.layers) if layers is None else [layers] if isinstance(layers, (int, np.integer)) else list(layers)
@@ -221,7 +232,6 @@ def extract_features(lm: LanguageModel, transcoders: TranscoderSet, records: Seq
     check_fits(transcoders, lm)
     layers = _check_layers(lm, transcoders, layers)
     names = sorted(set(groups), key=groups.index)
-    gmask = {g: torch.tensor([x == g for x in groups]) for g in names}
     out, gm, meta = {}, {g: {} for g in names}, None
     for c in range(0, len(layers), max(int(layers_per_pass), 1)):
         chunk_layers = layers[c:c + max(int(layers_per_pass), 1)]
@@ -232,16 +242,14 @@ def extract_features(lm: LanguageModel, transcoders: TranscoderSet, records: Seq
             pos = cap.positions.cpu()[p, s]
             meta = (p.numpy().astype(np.int64), pos.numpy().astype(np.int64),
                     cap.input_ids.cpu()[p, pos].numpy().astype(np.int64), cap.lengths.cpu().numpy().astype(np.int64))
-        for l in chunk_layers:
-            was_loaded = l in transcoders.loaded
-            tc = transcoders[l]
-            ins, outs = cap.inputs[l], cap.outputs[l]
-            ti, tv, sparse, full = _encode_samples(tc, ins[keep.to(ins.device)], top_k, full_activations, chunk)
-            for g in names:
-                gm[g][l] = reconstruction_metrics(tc, ins, outs, mask=keep & gmask[g][:, None])
-            pooled = gm[names[0]][l] if len(names) == 1 else reconstruction_metrics(tc, ins, outs, mask=keep)
+            sample_group = np.array(groups, dtype=object)[meta[0]]
+        for l in chunk_layers:   # the layer is never loaded: encoder slices, decoder rows
+            m = keep.to(cap.inputs[l].device)
+            Y = cap.outputs[l][m]
+            ti, tv, sparse, full, sse = _encode_samples(transcoders, l, cap.inputs[l][m], Y, top_k, full_activations, chunk)
+            for g in names: gm[g][l] = _metrics(Y, sse, sparse, sample_group == g)
+            pooled = gm[names[0]][l] if len(names) == 1 else _metrics(Y, sse, sparse, np.ones(len(Y), dtype=bool))
             out[l] = LayerFeatures(l, ti, tv, sparse, pooled, full)
-            if not was_loaded: transcoders.unload(l)
         del cap
     ids = [lm.encode(t).tolist() for t in texts]
     prompt_tokens = tuple(tuple(lm.tokenizer.decode([i]) for i in row) for row in ids)

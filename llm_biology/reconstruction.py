@@ -14,7 +14,7 @@ import torch
 from .transcoders import Transcoder, TranscoderError
 
 # %% auto #0
-__all__ = ['ReconstructionMetrics', 'reconstruction_metrics']
+__all__ = ['ReconstructionMetrics', 'metrics_from_errors', 'reconstruction_metrics']
 
 # %% ../nbs/03b_reconstruction.ipynb #b0f194ce
 class ReconstructionMetrics(NamedTuple):
@@ -37,6 +37,20 @@ def _token_mask(shape: tuple, mask) -> torch.Tensor:
         raise TranscoderError(f"mask has shape {tuple(m.shape)}, expected {tuple(shape)} (the leading dims of mlp_in).")
     return m
 
+def metrics_from_errors(mlp_out: torch.Tensor, sse: torch.Tensor, n_active: torch.Tensor, active: torch.Tensor
+                        ) -> ReconstructionMetrics:
+    """The metrics from outputs (tokens, d_model), per-token squared errors and L0, and the features ever active."""
+    n, d = mlp_out.shape
+    if n == 0: raise TranscoderError("reconstruction_metrics got no tokens (all masked out).")
+    y64, sse = mlp_out.double().cpu(), sse.double().cpu()
+    sst = ((y64 - y64.mean(0)) ** 2).sum()                 # pooled, about the mean
+    ssm_t = ((y64 - torch.from_numpy(np.median(y64.numpy(), 0))) ** 2).sum(-1)  # per token, about the median
+    keep = ssm_t > 1e-6 * ssm_t.median()
+    per_tok = (1 - sse[keep] / ssm_t[keep]).mean().item() if keep.any() else float("nan")
+    return ReconstructionMetrics(fve=1 - (sse.sum() / sst).item(), fve_per_token=per_tok, mse=(sse.sum() / (n * d)).item(),
+                                 l0=n_active.double().mean().item(), dead_fraction=1 - active.float().mean().item(),
+                                 n_tokens=n)
+
 def reconstruction_metrics(tc: Transcoder, mlp_in: torch.Tensor, mlp_out: torch.Tensor, mask=None,
                            chunk: int = 512) -> ReconstructionMetrics:
     """Pooled and per-token FVE, MSE, L0 and dead fraction of `tc` on MLP inputs/outputs (..., pos, d_model)."""
@@ -46,22 +60,14 @@ def reconstruction_metrics(tc: Transcoder, mlp_in: torch.Tensor, mlp_out: torch.
     m = _token_mask(tuple(mlp_in.shape[:-1]), mask).to(mlp_in.device)
     X, Y = mlp_in[m], mlp_out[m]
     n = X.shape[0]
-    if n == 0: raise TranscoderError("reconstruction_metrics got no tokens (all masked out).")
-    y64 = Y.double().cpu()
-    sse_t = torch.empty(n, dtype=torch.float64)
-    sst = ((y64 - y64.mean(0)) ** 2).sum()                 # pooled, about the mean
-    ssm_t = ((y64 - torch.from_numpy(np.median(y64.numpy(), 0))) ** 2).sum(-1)  # per token, about the median
-    active = torch.zeros(tc.d_transcoder, dtype=torch.bool, device=tc.device); l0 = 0
+    sse, n_active = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.long)
+    active = torch.zeros(tc.d_transcoder, dtype=torch.bool, device=tc.device)
     with torch.no_grad():
-        for i in range(0, n, chunk):
+        for i in range(0, n, chunk):   # chunks of tokens: a 163,840-feature layer's activations stay small
             x = X[i:i + chunk]
             acts = tc.encode(x)
             rec = tc.decode(acts) + (tc.skip(x) if tc.W_skip is not None else 0)
             nz = acts != 0
-            l0 += int(nz.sum()); active |= nz.any(0)
-            sse_t[i:i + chunk] = ((y64[i:i + chunk] - rec.double().cpu()) ** 2).sum(-1)
-    keep = ssm_t > 1e-6 * ssm_t.median()
-    per_tok = (1 - sse_t[keep] / ssm_t[keep]).mean().item() if keep.any() else float("nan")
-    return ReconstructionMetrics(fve=1 - (sse_t.sum() / sst).item(), fve_per_token=per_tok,
-                                 mse=(sse_t.sum() / (n * tc.d_model)).item(), l0=l0 / n,
-                                 dead_fraction=1 - active.float().mean().item(), n_tokens=n)
+            n_active[i:i + chunk] = nz.sum(-1).cpu(); active |= nz.any(0)
+            sse[i:i + chunk] = ((Y[i:i + chunk].double() - rec.double()) ** 2).sum(-1).cpu()
+    return metrics_from_errors(Y, sse, n_active, active)
