@@ -6,11 +6,9 @@ Docs: https://llm-biology.github.io/llm_biology/transcoders.html.md"""
 
 # %% ../nbs/03_transcoders.ipynb #a784f8be
 from __future__ import annotations
-import os, re
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Sequence
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import torch
@@ -18,16 +16,14 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save as _st_save
 
-from .core import LLMBiologyError, MODEL_REGISTRY, atomic_write
+from .core import MODEL_REGISTRY, atomic_write
+from .transcoder_files import (LAYER_FILE, HubRef, LayerFile, TranscoderError, entry_file, hub_download,
+                                         hub_layer_names, layer_indices, parse_config, parse_hub_ref, snapshot_commit)
 
 # %% auto #0
-__all__ = ['FEATURE_ROW_TENSORS', 'FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'TranscoderError', 'activation_function',
-           'streamed', 'feature_threshold', 'Transcoder', 'HubRef', 'parse_hub_ref', 'FeatureRows', 'TranscoderSet',
-           'load_transcoders', 'check_fits', 'save_transcoders']
-
-# %% ../nbs/03_transcoders.ipynb #aabf056e
-class TranscoderError(LLMBiologyError):
-    """A transcoder set that is missing, malformed, or does not fit the model."""
+__all__ = ['FEATURE_ROW_TENSORS', 'FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'activation_function', 'streamed',
+           'feature_threshold', 'Transcoder', 'FeatureRows', 'TranscoderSet', 'load_transcoders', 'check_fits',
+           'save_transcoders']
 
 # %% ../nbs/03_transcoders.ipynb #2a70c194
 _REQUIRED = ("W_enc", "W_dec", "b_enc", "b_dec")
@@ -151,107 +147,6 @@ class Transcoder:
         return (f"Transcoder(layer={self.layer}, d_model={self.d_model}, d_transcoder={self.d_transcoder}, "
                 f"activation={self.activation!r}, skip={self.W_skip is not None}, dtype={self.dtype}, device={self.device})")
 
-# %% ../nbs/03_transcoders.ipynb #d257cd31
-class HubRef(NamedTuple):
-    """A parsed hub reference."""
-    repo_id: str
-    revision: str | None = None
-    subfolder: str | None = None
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-def parse_hub_ref(ref: str) -> HubRef | None:
-    """Parse `org/name[@revision][//subfolder]` (or `org/name//subfolder@revision`); None if `ref` is not one."""
-    s = ref.removeprefix("hf://")
-    head, sep, sub = s.partition("//")
-    repo, _, rev = head.partition("@")
-    if sep and "@" in sub:
-        if rev: return None  # two revisions
-        sub, _, rev = sub.rpartition("@")
-    sub = sub.strip("/")
-    if not _REPO_ID.match(repo) or (sep and not sub): return None
-    return HubRef(repo, rev or None, sub or None)
-
-# %% ../nbs/03_transcoders.ipynb #5f00c2b6
-def _parse_config(text: str, where: str) -> dict:
-    """Validate the text of a transcoder set's config.yaml; return it as a dict."""
-    try: cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)   # one line: yaml's own message spans several, with a caret
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise TranscoderError(f"{where} is not valid YAML ({at}{getattr(e, 'problem', None) or type(e).__name__}). "
-                              "Fix or re-download the file.") from None
-    if not isinstance(cfg, dict):
-        raise TranscoderError(f"{where} must be a YAML mapping with model_kind, feature_input_hook and feature_output_hook.")
-    kind = cfg.get("model_kind")
-    if kind is None:
-        raise TranscoderError(f"{where} has no model_kind: a per-layer transcoder set needs `model_kind: transcoder_set`.")
-    if kind != "transcoder_set":
-        extra = " (a cross-layer transcoder)" if kind == "cross_layer_transcoder" else ""
-        raise TranscoderError(f"{where} has model_kind {kind!r}{extra}: llm_biology reads per-layer transcoder sets "
-                              "only (`model_kind: transcoder_set`). Use a per-layer set.")
-    for k in ("feature_input_hook", "feature_output_hook"):
-        if not isinstance(cfg.get(k), str):
-            raise TranscoderError(f"{where} has no {k}: add `{k}: mlp.{'hook_in' if 'input' in k else 'hook_out'}` "
-                                  "for a set trained on Qwen3 MLP inputs/outputs.")
-    tl = cfg.get("transcoders")
-    if tl is not None and (not isinstance(tl, list) or not tl or not all(isinstance(p, str) and p for p in tl)):
-        raise TranscoderError(f"{where}: `transcoders:` must be a non-empty list of file paths or hf:// URIs, one per layer.")
-    return cfg
-
-# %% ../nbs/03_transcoders.ipynb #be64cbfd
-class _LayerFile(NamedTuple):
-    local: Path | None = None
-    repo_id: str | None = None
-    filename: str | None = None
-    revision: str | None = None
-
-    def describe(self) -> str:
-        return str(self.local) if self.local else f"{self.repo_id}/{self.filename}@{self.revision or 'main'}"
-
-def _hub_download(repo_id, filename, revision, cache_dir, what: str) -> Path:
-    """`hf_hub_download` with one clear error on failure."""
-    from huggingface_hub import hf_hub_download
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
-    except Exception as e:
-        raise TranscoderError(
-            f"Could not fetch {what} ({filename} of hub repo {repo_id} at revision {revision or 'main'}): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Fix: check the repo id, revision "
-            "and subfolder; offline, download the files first (or pass the cache_dir that holds them).") from e
-
-def _snapshot_commit(path: Path) -> str | None:
-    """The commit hash of a file inside a hub cache snapshot (`.../snapshots/<commit>/...`)."""
-    parts = Path(path).parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
-
-def _entry_file(entry: str, base: _LayerFile, cache_dir) -> _LayerFile:
-    """A `transcoders:` list entry, relative to the config's location `base`."""
-    if entry.startswith("hf://"):
-        u = urlparse(entry); repo, _, fname = u.path.lstrip("/").partition("/")
-        rev = parse_qs(u.query).get("revision", [None])[0]
-        return _LayerFile(None, f"{u.netloc}/{repo}", fname, rev)
-    if os.path.isabs(os.path.expanduser(entry)): return _LayerFile(Path(entry).expanduser())
-    if base.local is not None: return _LayerFile(base.local.parent / entry)
-    folder = os.path.dirname(base.filename)
-    return _LayerFile(None, base.repo_id, f"{folder}/{entry}" if folder else entry, base.revision)
-
-# %% ../nbs/03_transcoders.ipynb #1ddff95a
-_LAYER_FILE = re.compile(r"^layer_(\d+)\.safetensors$")
-
-def _layer_indices(names) -> list[int]:
-    return sorted(int(m.group(1)) for n in names if (m := _LAYER_FILE.match(n)))
-
-def _hub_layer_names(repo_id, commit, subfolder, snapshot_dir: Path) -> list[str]:
-    """Layer file names under `subfolder` of a hub repo: the repo listing, else the cached snapshot."""
-    prefix = f"{subfolder}/" if subfolder else ""
-    try:
-        from huggingface_hub import HfApi
-        files = HfApi().list_repo_files(repo_id, revision=commit)
-        return [f[len(prefix):] for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
-    except Exception:  # offline or unreachable: what the local cache holds
-        return [p.name for p in snapshot_dir.iterdir()] if snapshot_dir.is_dir() else []
-
 # %% ../nbs/03_transcoders.ipynb #d2c32f5a
 class FeatureRows(NamedTuple):
     """The per-feature entries of some features of one layer (`threshold` None for ReLU sets)."""
@@ -274,7 +169,7 @@ _FLOAT_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.floa
 
 class TranscoderSet:
     """A lazily loaded per-layer transcoder set; `tcs[layer]` is a `Transcoder`."""
-    def __init__(self, files: dict[int, _LayerFile], n_layers: int, config: dict, layers: Sequence[int],
+    def __init__(self, files: dict[int, LayerFile], n_layers: int, config: dict, layers: Sequence[int],
                  ref: str, name: str, revision: str | None = None, device="cpu", dtype=None, cache_dir=None):
         self._files, self.n_layers, self.config = files, n_layers, config
         self.layers: tuple[int, ...] = tuple(layers)
@@ -301,7 +196,7 @@ class TranscoderSet:
         l = self._check_layer(layer)
         if l not in self._paths:
             f = self._files[l]
-            p = f.local if f.local is not None else _hub_download(
+            p = f.local if f.local is not None else hub_download(
                 f.repo_id, f.filename, f.revision, self.cache_dir, f"layer {l} of transcoder set {self.name}")
             if not p.is_file():
                 raise TranscoderError(f"Layer file {p} of transcoder set {self.name} is missing. Fix: restore it "
@@ -470,15 +365,15 @@ def _open_local(folder: Path, ref: str, cache_dir):
     if not cfg_path.is_file():
         raise TranscoderError(f"No config.yaml in transcoder folder {folder}. A transcoder set needs config.yaml with "
                               "`model_kind: transcoder_set` and its hooks beside layer_{i}.safetensors files.")
-    return _parse_config(cfg_path.read_text(), str(cfg_path)), _LayerFile(cfg_path), str(folder), None
+    return parse_config(cfg_path.read_text(), str(cfg_path)), LayerFile(cfg_path), str(folder), None
 
 def _open_hub(h: HubRef, ref: str, cache_dir):
     fname = f"{h.subfolder}/config.yaml" if h.subfolder else "config.yaml"
-    cfg_path = _hub_download(h.repo_id, fname, h.revision, cache_dir, "the config of a transcoder set")
-    commit = _snapshot_commit(cfg_path) or h.revision
+    cfg_path = hub_download(h.repo_id, fname, h.revision, cache_dir, "the config of a transcoder set")
+    commit = snapshot_commit(cfg_path) or h.revision
     name = f"{h.repo_id}@{commit or 'main'}" + (f"//{h.subfolder}" if h.subfolder else "")
-    cfg = _parse_config(cfg_path.read_text(), f"config.yaml of {name}")
-    return cfg, _LayerFile(None, h.repo_id, fname, commit), name, commit, cfg_path
+    cfg = parse_config(cfg_path.read_text(), f"config.yaml of {name}")
+    return cfg, LayerFile(None, h.repo_id, fname, commit), name, commit, cfg_path
 
 def load_transcoders(ref: str | Path, layers: Sequence[int] | None = None, device="cpu", dtype=None,
                      lazy: bool = True, revision: str | None = None, cache_dir=None) -> TranscoderSet:
@@ -511,13 +406,13 @@ def load_transcoders(ref: str | Path, layers: Sequence[int] | None = None, devic
                               "or a hub id `org/name[@revision][//subfolder]`. Fix the path or the id.")
 
     if cfg.get("transcoders") is not None:
-        files = {i: _entry_file(e, base, cache_dir) for i, e in enumerate(cfg["transcoders"])}
+        files = {i: entry_file(e, base, cache_dir) for i, e in enumerate(cfg["transcoders"])}
         n = len(files)
         files = {i: f for i, f in files.items() if f.local is None or f.local.is_file()}
     else:
         if hub is None: names = [p.name for p in folder.iterdir()]
-        else: names = _hub_layer_names(hub.repo_id, commit, hub.subfolder, snapshot)
-        idx = _layer_indices(names)
+        else: names = hub_layer_names(hub.repo_id, commit, hub.subfolder, snapshot)
+        idx = layer_indices(names)
         if not idx:
             raise TranscoderError(f"Transcoder set {name} has a config.yaml but no layer_{{i}}.safetensors files "
                                   "(and no `transcoders:` list). Fix: add the layer files.")
@@ -592,7 +487,7 @@ def save_transcoders(out_dir: str | Path, layers: dict[int, dict[str, torch.Tens
         with atomic_write(out / f"layer_{l}.safetensors", "wb") as f:
             f.write(_st_save({k: t.contiguous() for k, t in tc.state_dict().items()}))
     for p in out.glob("layer_*.safetensors"):
-        if (m := _LAYER_FILE.match(p.name)) and int(m.group(1)) >= len(layers): p.unlink()
+        if (m := LAYER_FILE.match(p.name)) and int(m.group(1)) >= len(layers): p.unlink()
     cfg = {"model_kind": "transcoder_set", "feature_input_hook": feature_input_hook, "feature_output_hook": feature_output_hook}
     with atomic_write(out / "config.yaml") as f: yaml.safe_dump(cfg, f, sort_keys=False)
     return out
