@@ -80,11 +80,11 @@ def _resolve_pos(pos, L: int, where: str) -> range:
     return range(p, p + 1)
 
 # %% ../nbs/07b_edits.ipynb #4a632bc2
-def _plan(edit_sets, lengths, T: int, tcs, n_layers: int, device) -> dict[int, _LayerPlan]:
+def _plan(edit_sets, lengths, T: int, tcs, n_layers: int, device, offsets=None) -> dict[int, _LayerPlan]:
     "Flatten the edit sets of a batch (row r = edit_sets[r]) into one `_LayerPlan` per edited layer."
     acc: dict[int, dict] = {}
     for r, edits in enumerate(edit_sets):
-        L = int(lengths[r])
+        L, o = int(lengths[r]), 0 if offsets is None else int(offsets[r])   # this pass holds positions o.. of row r
         for e in edits:
             where = f"Edit {e!r} of row {r}"
             if not isinstance(e, (FeatureEdit, LayerEdit)):
@@ -94,7 +94,7 @@ def _plan(edit_sets, lengths, T: int, tcs, n_layers: int, device) -> dict[int, _
                 raise InterventionError(f"{where}: layer {l} has no transcoder loaded (loaded: {list(tcs.layers)}). "
                                         "Open it with load_transcoders(..., layers=[...]).")
             a = acc.setdefault(l, dict(rp=[], feat=[], scale=[], shift=[], lrp=[], lscale=[], lshift=[], lkeep=[]))
-            ps = _resolve_pos(e.pos, L, where)
+            ps = [p - o for p in _resolve_pos(e.pos, L, where) if p >= o]
             if isinstance(e, FeatureEdit):
                 if not 0 <= int(e.feature_idx) < tcs.d_transcoder:
                     raise InterventionError(f"{where}: feature {e.feature_idx} is outside 0..{tcs.d_transcoder - 1}.")
@@ -240,6 +240,58 @@ class Generation(NamedTuple):
     text: str                # their decoded text
     top5: list               # [(token, probability)] at the first generated position
 
+def _top5(lm, row: torch.Tensor) -> list:
+    p, t = torch.softmax(row.float(), -1).topk(5)
+    return [(lm.tokenizer.decode([int(k)]), float(v)) for v, k in zip(p.tolist(), t.tolist())]
+
+def _recomputed(lm, tcs, seqs, edit_sets, max_new_tokens, freeze_attention, batch_size) -> tuple[list, list]:
+    "Greedy continuations that run every row's whole sequence again at each step (negative positions, frozen attention)."
+    eos, n0 = lm.sink_id, [len(s) for s in seqs]
+    seqs, done, top5 = [list(s) for s in seqs], [False] * len(seqs), [None] * len(seqs)
+    for step in range(max_new_tokens):
+        live = [i for i, d in enumerate(done) if not d]
+        if not live: break
+        for s, b, hidden in _edited_batches(lm, tcs, [seqs[i] for i in live], [list(edit_sets[i]) for i in live],
+                                            freeze_attention, None, batch_size):
+            last = lm.model.lm_head(_last_position(hidden, b)).float()   # the vocabulary at the last position only
+            for j, row in enumerate(last):
+                i = live[s + j]
+                if step == 0: top5[i] = _top5(lm, row)
+                seqs[i].append(int(row.argmax()))
+                done[i] = seqs[i][-1] == eos
+    return [s[n:] for s, n in zip(seqs, n0)], top5
+
+def _cached(lm, tcs, seqs, edit_sets, max_new_tokens, batch_size) -> tuple[list, list]:
+    "Greedy continuations with a key-value cache: each step runs only the new token, its edits applied there."
+    eos, out, top5 = lm.sink_id, [], []
+    rows_by_layer = _feature_rows(tcs, edit_sets, lm.device)
+    with torch.no_grad():
+        for s in range(0, len(seqs), batch_size):
+            es, b = edit_sets[s:s + batch_size], pad_right(seqs[s:s + batch_size], eos, lm.device)
+            n, L0 = len(es), b.lengths.tolist()
+            kw, gen, done = dict(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids), \
+                [[] for _ in es], [False] * len(es)
+            for step in range(max_new_tokens):
+                lengths = [L + step for L in L0]
+                plans = _plan(es, lengths, kw["input_ids"].shape[1], tcs, lm.n_layers, lm.device,
+                              None if step == 0 else [L - 1 for L in lengths])
+                deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tcs=tcs, layer=l)
+                          for l, p in plans.items()}
+                with LocalReplacement(lm.model, attention=False, norms=False, mlps=(), mlp_deltas=deltas):
+                    o = lm.model.model(**kw, use_cache=True)
+                h = _last_position(o.last_hidden_state, b) if step == 0 else o.last_hidden_state[:, -1]
+                logits = lm.model.lm_head(h).float()
+                if step == 0: top5 += [_top5(lm, row) for row in logits]
+                nxt = logits.argmax(-1)
+                for j in range(n):
+                    if not done[j]: gen[j].append(int(nxt[j])); done[j] = gen[j][-1] == eos
+                if all(done): break
+                ones = torch.ones(n, 1, dtype=kw["attention_mask"].dtype, device=lm.device)
+                kw = dict(input_ids=nxt[:, None], attention_mask=torch.cat([kw["attention_mask"], ones], 1),
+                          position_ids=torch.tensor(lengths, device=lm.device)[:, None], past_key_values=o.past_key_values)
+            out += gen
+    return out, top5
+
 def generate_with_edits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets: Sequence[Sequence],
                         max_new_tokens: int = 8, freeze_attention: bool = False, batch_size: int = 8) -> list[Generation]:
     """Greedy continuations of each input (text or token ids) with its edit set applied at every step."""
@@ -249,27 +301,12 @@ def generate_with_edits(lm: LanguageModel, tcs: TranscoderSet, inputs, edit_sets
         raise InterventionError(f"{len(seqs)} inputs but {len(edit_sets)} edit sets: give one input per edit set, or one for all.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InterventionError(f"max_new_tokens={max_new_tokens!r}: must be an int >= 1, e.g. 8.")
-    eos, n0 = lm.sink_id, [len(s) for s in seqs]
-    done, top5 = [False] * len(seqs), [None] * len(seqs)
-    for step in range(max_new_tokens):
-        live = [i for i, d in enumerate(done) if not d]
-        if not live: break
-        for s, b, hidden in _edited_batches(lm, tcs, [seqs[i] for i in live], [list(edit_sets[i]) for i in live],
-                                            freeze_attention, None, batch_size):
-            last = lm.model.lm_head(_last_position(hidden, b)).float()   # the vocabulary at the last position only
-            for j, row in enumerate(last):
-                i = live[s + j]
-                if step == 0:
-                    p, t = torch.softmax(row.float(), -1).topk(5)
-                    top5[i] = [(lm.tokenizer.decode([int(k)]), float(v)) for v, k in zip(p.tolist(), t.tolist())]
-                nxt = int(row.argmax())
-                seqs[i].append(nxt)
-                if nxt == eos: done[i] = True
-    out = []
-    for i, s in enumerate(seqs):
-        ids = s[n0[i]:]
-        out.append(Generation(ids, lm.tokenizer.decode([t for t in ids if t != eos]), top5[i]))
-    return out
+    edit_sets = [list(e) for e in edit_sets]
+    fixed = all(getattr(e, "pos", None) is None or e.pos >= 0 for es in edit_sets for e in es)   # the same at every step
+    ids, top5 = (_cached(lm, tcs, seqs, edit_sets, max_new_tokens, batch_size) if fixed and not freeze_attention else
+                 _recomputed(lm, tcs, seqs, edit_sets, max_new_tokens, freeze_attention, batch_size))
+    eos = lm.sink_id
+    return [Generation(g, lm.tokenizer.decode([t for t in g if t != eos]), t5) for g, t5 in zip(ids, top5)]
 
 # %% ../nbs/07b_edits.ipynb #54f1ca38
 def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, edit_sets: Sequence[Sequence],
