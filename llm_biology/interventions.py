@@ -214,15 +214,8 @@ def run_patching_experiment(lm: LanguageModel, tcs: TranscoderSet, records: Sequ
             for k, (l, fs) in enumerate(experiments) for j, (s, t) in enumerate(pairs)]
 
 # %% ../nbs/08_interventions.ipynb #4365ef95
-def run_feature_importance_sweep(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, layer: int,
-                                 n_prompts: int | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Correlation across prompts of each feature's activation at `layer` (last token) with the logit difference."""
-    records = list(records)[:n_prompts]
-    if len(records) < 2: raise InterventionError(f"The importance sweep needs at least 2 prompts, got {len(records)}.")
-    ats = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer) for r in records]
-    y = logit_diffs(lm, records, batch_size)
-    cap = capture_mlp(lm, [a.context for a in ats], layers=[layer], positions=[-1], batch_size=batch_size)
-    A = encode_layer(tcs, layer, cap.inputs[layer][:, 0]).double().cpu().numpy()
+def _importance(A: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    "The sweep's table from activations A [prompts, d_transcoder] and logit differences y [prompts]."
     keep = np.nonzero(A.std(0) > 0)[0]
     A = A[:, keep]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -230,6 +223,16 @@ def run_feature_importance_sweep(lm: LanguageModel, tcs: TranscoderSet, records:
     df = pd.DataFrame({"feature_idx": keep, "correlation": corr, "abs_correlation": np.abs(corr),
                        "mean_activation": A.mean(0), "frequency": (A > 0).mean(0)})
     return df.sort_values(["abs_correlation", "feature_idx"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+def run_feature_importance_sweep(lm: LanguageModel, tcs: TranscoderSet, records: Sequence, layers: Sequence[int],
+                                 n_prompts: int | None = None, batch_size: int = 8) -> dict[int, pd.DataFrame]:
+    """Per layer: the correlation across prompts of each feature's activation (last token) with the logit difference."""
+    records, layers = list(records)[:n_prompts], sorted({int(l) for l in layers})
+    if len(records) < 2: raise InterventionError(f"The importance sweep needs at least 2 prompts, got {len(records)}.")
+    ats = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer) for r in records]
+    y = logit_diffs(lm, records, batch_size)   # once for every layer, as is the capture: one encoder pass per layer
+    cap = capture_mlp(lm, [a.context for a in ats], layers=layers, positions=[-1], batch_size=batch_size)
+    return {l: _importance(encode_layer(tcs, l, cap.inputs[l][:, 0]).double().cpu().numpy(), y) for l in layers}
 
 # %% ../nbs/08_interventions.ipynb #043289e9
 FAITHFULNESS_FORMAT = "llm_biology.faithfulness/2"
@@ -388,7 +391,7 @@ def _interventions_unit(cfg: RunConfig, opened: Opened, unit: Unit) -> dict:
            run_ablation_experiment(lm, tcs, records, per_layer, "inhibit", cfg.inhibition_factor, **kw))
     pairs = pair_prompts(records, b)
     pat = run_patching_experiment(lm, tcs, records, pairs, [(l, None) for l in layers] + per_layer, **kw) if pairs else []
-    imp = [(l, run_feature_importance_sweep(lm, tcs, records, l, **kw)) for l in layers] if len(records) >= 2 else []
+    imp = list(run_feature_importance_sweep(lm, tcs, records, layers, **kw).items()) if len(records) >= 2 else []
     per_k, mono, suff, gvi, gv_rows, fallbacks, base = [], {}, {}, {}, [], 0, []
     for c, cf in circ.items():   # validation, per class
         rc = [r for r in records if r.label == c]

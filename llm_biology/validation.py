@@ -49,12 +49,13 @@ def prompt_activations(lm: LanguageModel, tcs: TranscoderSet, records: Sequence,
                     batch_size: int = 8) -> list[dict]:
     """Per record: layer -> (feature indices, their max activations over positions >= 1), sorted by index."""
     ctx = [answer_tokens(lm.tokenizer, r.prompt, r.correct_answer, r.incorrect_answer).context for r in records]
-    out = [dict() for _ in records]
-    for l in sorted({int(l) for l in layers}):
+    out, layers = [dict() for _ in records], sorted({int(l) for l in layers})
+    cap = capture_mlp(lm, ctx, layers=layers, positions="all", batch_size=batch_size)   # one pass for every layer
+    ok = (cap.valid & (cap.positions > 0))[..., None]
+    for l in layers:
         for s in range(0, len(ctx), batch_size):   # the encoder pass: W_enc in row slices, the decoder never read
-            cap = capture_mlp(lm, ctx[s:s + batch_size], layers=[l], positions="all")
-            ok = (cap.valid & (cap.positions > 0))[..., None]
-            acts = torch.where(ok, encode_layer(tcs, l, cap.inputs[l]), 0.0).amax(1).cpu()   # [batch, d_transcoder]
+            a = encode_layer(tcs, l, cap.inputs[l][s:s + batch_size])
+            acts = torch.where(ok[s:s + batch_size], a, 0.0).amax(1).cpu()   # [batch, d_transcoder]
             for j, a in enumerate(acts):
                 f = torch.nonzero(a > 0).flatten()
                 out[s + j][l] = (f.numpy(), a[f].numpy())
