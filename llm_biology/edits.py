@@ -317,14 +317,18 @@ def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Seque
     idx = list(range(len(records))) if record_idx is None else [int(i) for i in record_idx]
     if len(idx) != len(edit_sets):
         raise InterventionError(f"{len(edit_sets)} edit sets for {len(idx)} rows: give one edit set per row.")
-    out = np.zeros(len(idx), dtype=np.float64)
+    keys = [(i, tuple(e)) for i, e in zip(idx, edit_sets)]
+    first = dict.fromkeys(keys)           # a row asked for twice (a record with the same edits) runs once
+    uidx, usets = [k[0] for k in first], [list(k[1]) for k in first]
+    out = np.zeros(len(first), dtype=np.float64)
     W_U = lm.model.lm_head.weight
-    for s, b, hidden in _edited_batches(lm, tcs, [ats[i].context for i in idx], [list(e) for e in edit_sets],
-                                        freeze_attention, constrained_layers, batch_size):
+    for s, b, hidden in _edited_batches(lm, tcs, [ats[i].context for i in uidx], usets, freeze_attention,
+                                        constrained_layers, batch_size):
         n = len(b.lengths)
-        tok = torch.tensor([[ats[i].correct_id, ats[i].incorrect_id] for i in idx[s:s + n]], device=W_U.device)
+        tok = torch.tensor([[ats[i].correct_id, ats[i].incorrect_id] for i in uidx[s:s + n]], device=W_U.device)
         d = (W_U[tok[:, 0]] - W_U[tok[:, 1]]).float()   # two unembedding rows per row, not the vocabulary
         diff = (_last_position(hidden, b).float() * d).sum(-1)
         if (bias := lm.model.lm_head.bias) is not None: diff = diff + (bias[tok[:, 0]] - bias[tok[:, 1]]).float()
         out[s:s + n] = diff.double().cpu().numpy()
-    return out
+    row = {k: j for j, k in enumerate(first)}
+    return out[[row[k] for k in keys]]
