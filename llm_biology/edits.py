@@ -167,12 +167,22 @@ def _feature_rows(tcs, edit_sets: list, device) -> dict:
         out[l] = (idx.to(device), FeatureRows(*(None if t is None else t.to(device) for t in rows)))
     return out
 
+def _edit_rows(lm: LanguageModel, tcs, edit_sets: list) -> dict:
+    "`_feature_rows` of a call's edit sets on the model's device, once the transcoders are found on that device."
+    if tcs.device.type != lm.device.type or (tcs.device.index or 0) != (lm.device.index or 0):
+        raise InterventionError(f"The transcoders are on {tcs.device} but the model on {lm.device}: load them with device={lm.device}.")
+    return _feature_rows(tcs, edit_sets, lm.device)
+
 def _plan_rows(rows_of_layer, plan: _LayerPlan) -> FeatureRows | None:
     "The FeatureRows of a plan's features, picked from the call's rows of that layer."
     if rows_of_layer is None or not plan.fu.numel(): return None
     idx, r = rows_of_layer
     j = torch.searchsorted(idx, plan.fu)
     return FeatureRows(*(None if t is None else t[j] for t in r))
+
+def _deltas(plans: dict, rows_by_layer: dict, tcs) -> dict:
+    "layer -> the MLP-output change its plan makes (a function of the MLP input), for `LocalReplacement`."
+    return {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tcs=tcs, layer=l) for l, p in plans.items()}
 
 def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets: list, freeze_attention: bool = False,
                     constrained_layers=None, batch_size: int = 8):
@@ -182,10 +192,8 @@ def _edited_batches(lm: LanguageModel, tcs: TranscoderSet, seqs: list, edit_sets
     freeze_norms = bool(constrained) and set(range(lm.n_layers)) <= set(constrained)
     bad = [l for l in constrained if l not in tcs or not 0 <= l < lm.n_layers]
     if bad: raise InterventionError(f"Constrained layers {bad} have no transcoder loaded (loaded: {list(tcs.layers)}).")
-    if tcs.device.type != lm.device.type or (tcs.device.index or 0) != (lm.device.index or 0):
-        raise InterventionError(f"The transcoders are on {tcs.device} but the model on {lm.device}: load them with device={lm.device}.")
     seqs = [torch.as_tensor(s, dtype=torch.long).flatten().cpu() for s in seqs]
-    rows_by_layer = _feature_rows(tcs, edit_sets, lm.device)
+    rows_by_layer = _edit_rows(lm, tcs, edit_sets)
     skips = skip_weights(tcs, constrained, lm.device, torch.float32) if constrained else {}
     yield from _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_norms, rows_by_layer, skips)
 
@@ -202,8 +210,7 @@ def _batches(lm, tcs, seqs, edit_sets, batch_size, constrained, freeze, freeze_n
             outside = sorted(l for l in plans if constrained and l not in constrained)
             if outside: raise InterventionError(f"Edits at layers {outside} lie outside constrained_layers {constrained}: "
                                                 "in direct-effect mode only constrained layers can be edited.")
-            deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tcs=tcs, layer=l)
-                      for l, p in plans.items()}
+            deltas = _deltas(plans, rows_by_layer, tcs)
             clean = src = None
             if freeze:
                 keys = [tuple(r.tolist()) for r in rows]
@@ -264,20 +271,19 @@ def _recomputed(lm, tcs, seqs, edit_sets, max_new_tokens, freeze_attention, batc
 def _cached(lm, tcs, seqs, edit_sets, max_new_tokens, batch_size) -> tuple[list, list]:
     "Greedy continuations with a key-value cache: each step runs only the new token, its edits applied there."
     eos, out, top5 = lm.sink_id, [], []
-    rows_by_layer = _feature_rows(tcs, edit_sets, lm.device)
+    rows_by_layer = _edit_rows(lm, tcs, edit_sets)
     with torch.no_grad():
         for s in range(0, len(seqs), batch_size):
             es, b = edit_sets[s:s + batch_size], pad_right(seqs[s:s + batch_size], eos, lm.device)
             n, L0 = len(es), b.lengths.tolist()
-            kw, gen, done = dict(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids), \
-                [[] for _ in es], [False] * len(es)
+            kw = dict(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids)
+            gen, done = [[] for _ in es], [False] * n
             for step in range(max_new_tokens):
                 lengths = [L + step for L in L0]
                 plans = _plan(es, lengths, kw["input_ids"].shape[1], tcs, lm.n_layers, lm.device,
                               None if step == 0 else [L - 1 for L in lengths])
-                deltas = {l: partial(_edit_delta, _plan_rows(rows_by_layer.get(l), p), p, tcs=tcs, layer=l)
-                          for l, p in plans.items()}
-                with LocalReplacement(lm.model, attention=False, norms=False, mlps=(), mlp_deltas=deltas):
+                with LocalReplacement(lm.model, attention=False, norms=False, mlps=(),
+                                      mlp_deltas=_deltas(plans, rows_by_layer, tcs)):
                     o = lm.model.model(**kw, use_cache=True)
                 h = _last_position(o.last_hidden_state, b) if step == 0 else o.last_hidden_state[:, -1]
                 logits = lm.model.lm_head(h).float()
@@ -318,9 +324,9 @@ def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Seque
     if len(idx) != len(edit_sets):
         raise InterventionError(f"{len(edit_sets)} edit sets for {len(idx)} rows: give one edit set per row.")
     keys = [(i, tuple(e)) for i, e in zip(idx, edit_sets)]
-    first = dict.fromkeys(keys)           # a row asked for twice (a record with the same edits) runs once
-    uidx, usets = [k[0] for k in first], [list(k[1]) for k in first]
-    out = np.zeros(len(first), dtype=np.float64)
+    row = {k: j for j, k in enumerate(dict.fromkeys(keys))}   # a row asked for twice (same record and edits) runs once
+    uidx, usets = [i for i, _ in row], [list(e) for _, e in row]
+    out = np.zeros(len(row), dtype=np.float64)
     W_U = lm.model.lm_head.weight
     for s, b, hidden in _edited_batches(lm, tcs, [ats[i].context for i in uidx], usets, freeze_attention,
                                         constrained_layers, batch_size):
@@ -330,5 +336,4 @@ def intervened_logit_diffs(lm: LanguageModel, tcs: TranscoderSet, records: Seque
         diff = (_last_position(hidden, b).float() * d).sum(-1)
         if (bias := lm.model.lm_head.bias) is not None: diff = diff + (bias[tok[:, 0]] - bias[tok[:, 1]]).float()
         out[s:s + n] = diff.double().cpu().numpy()
-    row = {k: j for j, k in enumerate(first)}
     return out[[row[k] for k in keys]]

@@ -185,7 +185,8 @@ def _encode_samples(transcoders, layer: int, X: torch.Tensor, Y: torch.Tensor, t
         for s in range(0, n, chunk):   # the encoder in row slices, the decoder rows of the active features
             x = X[s:s + chunk]
             a = encode_layer(transcoders, layer, x)
-            sse[s:s + len(a)] = ((Y[s:s + chunk].double() - decode_layer(transcoders, layer, a, x).double()) ** 2).sum(-1).cpu()
+            err = Y[s:s + chunk].double() - decode_layer(transcoders, layer, a, x).double()
+            sse[s:s + len(a)] = (err ** 2).sum(-1).cpu()
             v, i = a.topk(k, dim=-1)
             on = (v != 0).cpu().numpy()
             ti[s:s + len(a)] = np.where(on, i.cpu().numpy(), -1); tv[s:s + len(a)] = np.where(on, v.cpu().numpy(), 0)

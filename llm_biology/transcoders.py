@@ -18,7 +18,7 @@ from safetensors.torch import save as _st_save
 
 from .core import MODEL_REGISTRY, atomic_write
 from .transcoder_files import (LAYER_FILE, HubRef, LayerFile, TranscoderError, entry_file, hub_download,
-                                         hub_layer_names, layer_indices, parse_config, parse_hub_ref, snapshot_commit)
+                                          hub_layer_names, layer_indices, parse_config, parse_hub_ref, snapshot_commit)
 
 # %% auto #0
 __all__ = ['FEATURE_ROW_TENSORS', 'FEATURE_INPUT_HOOK', 'FEATURE_OUTPUT_HOOK', 'activation_function', 'streamed',

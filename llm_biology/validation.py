@@ -54,8 +54,8 @@ def prompt_activations(lm: LanguageModel, tcs: TranscoderSet, records: Sequence,
     ok = (cap.valid & (cap.positions > 0))[..., None]
     for l in layers:
         for s in range(0, len(ctx), batch_size):   # the encoder pass: W_enc in row slices, the decoder never read
-            a = encode_layer(tcs, l, cap.inputs[l][s:s + batch_size])
-            acts = torch.where(ok[s:s + batch_size], a, 0.0).amax(1).cpu()   # [batch, d_transcoder]
+            acts = encode_layer(tcs, l, cap.inputs[l][s:s + batch_size])
+            acts = torch.where(ok[s:s + batch_size], acts, 0.0).amax(1).cpu()   # [batch, d_transcoder]
             for j, a in enumerate(acts):
                 f = torch.nonzero(a > 0).flatten()
                 out[s + j][l] = (f.numpy(), a[f].numpy())
