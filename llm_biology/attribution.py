@@ -89,7 +89,7 @@ _MEAN: dict = {}
 def _unembedding_mean(W: torch.Tensor) -> torch.Tensor:
     "The mean row of the unembedding parameter `W`, computed once per weight version (151,936 x 1,024 for Qwen3)."
     key = (id(W), W.data_ptr(), W._version, W.dtype, W.device)
-    if _MEAN.get("key") != key: _MEAN.update(key=key, mean=W.detach().mean(0))
+    if _MEAN.get("key") != key: _MEAN.update(key=key, mean=W.detach().mean(0, dtype=torch.float32))
     return _MEAN["mean"]
 
 def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=None) -> Target:
@@ -100,7 +100,7 @@ def _token_target(hf, logits_last, token_id, tokenizer=None, name=None, weight=N
     prob = torch.softmax(logits_last, -1)[int(token_id)].item()
     if name is None: name = tokenizer.decode([int(token_id)]) if tokenizer is not None else str(int(token_id))
     mean = _unembedding_mean(hf.lm_head.weight)
-    return Target(name, (W[int(token_id)] - mean), prob if weight is None else float(weight), int(token_id))
+    return Target(name, W[int(token_id)].float() - mean, prob if weight is None else float(weight), int(token_id))
 
 def resolve_targets(model, logits_last: torch.Tensor, targets=None, tokenizer=None, max_n_logits: int = 10,
                     desired_logit_prob: float = 0.95) -> list[Target]:
@@ -162,7 +162,7 @@ def behaviour_targets(lm, record, logit_weight: float | None = 0.0) -> Behaviour
     if tok is None: raise AttributionError("behaviour_targets needs a LanguageModel (model + tokenizer).")
     at = answer_tokens(tok, record.prompt, record.correct_answer, record.incorrect_answer)
     W = hf.lm_head.weight.detach()
-    diff = Target("correct-incorrect", W[at.correct_id] - W[at.incorrect_id], 1.0, None)
+    diff = Target("correct-incorrect", W[at.correct_id].float() - W[at.incorrect_id].float(), 1.0, None)
     return BehaviourTargets(torch.tensor(at.context), [diff, Target("correct", None, logit_weight, at.correct_id),
                                                        Target("incorrect", None, logit_weight, at.incorrect_id)],
                             at.correct_id, at.incorrect_id)
@@ -370,7 +370,7 @@ def _attribute_run(model, hf, tok, transcoders, prompt, ids, run, feats, targets
         selected = torch.where(visited)[0]
         rows = torch.cat([torch.argsort(row_nodes[:n_feat]), torch.arange(n_feat, n_feat + n_t)])
         edges = edges[rows][:, torch.cat([selected, torch.arange(n_active, eng.n_sources)])]
-    values = (directions.to(run.final) @ run.final.detach()[0, -1]).to(dtype)
+    values = directions @ run.final.detach()[0, -1].to(directions)   # in `dtype`, not the model's (bf16)
     timing = dict(forward=shared["forward"], features_and_targets=shared["features"] + t_feat - t_start, influence=t_infl,
                   **eng.time)
     timing["total"] = shared["forward"] + shared["features"] + time.perf_counter() - t_start
@@ -398,11 +398,11 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
-        W_enc, W_dec, b_enc, th = feature_rows(transcoders, l, fs)
         x = run.frozen.mlp_in[l][0].double()
+        W_enc, W_dec, b_enc, th = (None if t is None else t.to(x.device) for t in feature_rows(transcoders, l, fs))
         acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
         acts[0] = 0   # position 0 (the sink) is not in the graph
-        out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0)
+        out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0).cpu()
     return out
 
 # %% ../nbs/06_attribution.ipynb #f0620180

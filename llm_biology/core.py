@@ -455,7 +455,7 @@ class _StageRun:
         self.t0 = time.perf_counter()
         if self.cfg.device.startswith("cuda"):
             import torch
-            if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+            if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats(torch.device(self.cfg.device))
         return self
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
@@ -465,7 +465,8 @@ class _StageRun:
         gpu = None
         if self.cfg.device.startswith("cuda"):
             import torch
-            if torch.cuda.is_available(): gpu = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+            if torch.cuda.is_available():   # the run's own GPU (cuda:1 is not the current device)
+                gpu = round(torch.cuda.max_memory_allocated(torch.device(self.cfg.device)) / 2 ** 20, 1)
         paths = model_paths(self.cfg.model, self.cfg.data_dir)
         write_json({"format": STAGE_RECORD_FORMAT, "stage": self.name, "wall_time_s": round(time.perf_counter() - self.t0, 2),
                     "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu, "device": self.cfg.device},
