@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Tests never touch the network or your own Hugging Face cache.
-TEST_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/.cache/hub-test TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+# Tests never touch the network or your own Hugging Face cache. They run on WORKERS processes (pytest-xdist),
+# each with one torch thread: two workers on two cores take about 60% of one worker's time.
+WORKERS ?= 2
+TEST_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/.cache/hub-test TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg OMP_NUM_THREADS=1
 
 .PHONY: venv run test browser slow bench export
 
@@ -24,7 +26,7 @@ run: venv
 
 ## The test suite: package in sync with the notebooks, every notebook's tests, pytest.
 test: venv browser
-	$(TEST_ENV) $(BIN)/python -m pytest
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 ## Chromium for the browser test of the report (Debian's package; skipped with a note where apt is not usable).
 browser:
@@ -34,7 +36,7 @@ browser:
 
 ## Slow checks too (demo training smoke, long runs).
 slow: venv
-	$(TEST_ENV) LLMB_TEST_FLAGS=slow $(BIN)/python -m pytest
+	$(TEST_ENV) LLMB_TEST_FLAGS=slow $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 ## Notebooks -> package: nbdev-export, then the stage templates' parameters (from RunConfig) and their shipped copies.
 export: venv
