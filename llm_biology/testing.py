@@ -220,8 +220,9 @@ def install_in_hub_cache(src_dir: str | Path, repo_id: str, cache_dir: str | Pat
         try: os.replace(tmp / "s", snap)
         except OSError: pass  # another process installed the same content first
         shutil.rmtree(tmp, ignore_errors=True)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)  # no trailing newline: one breaks resolution
+    ref = repo / "refs" / "main"
+    if not ref.exists() or ref.read_text() != commit:   # renamed into place: a reader never sees it half-written
+        with atomic_write(ref) as f: f.write(commit)    # no trailing newline: one breaks resolution
     return commit
 
 # %% ../nbs/03a_testing.ipynb #7bfba0a5
@@ -259,6 +260,7 @@ def tiny_hub(cache_dir: str | Path | None = None) -> TinyHub:
         for i, (name, (act, skip, dtype, layout)) in enumerate(TINY_TRANSCODER_VARIANTS.items()):
             make_random_transcoders(build / f"tc-{name}", **TINY_SHAPE, activation=act, skip=skip, dtype=dtype,
                                     seed=i, layout=layout)
+        _fix_list_paths(build / "tc-list", src / "tc-list")   # where its files will be, before the folder is shared
         if not src.exists():
             try: os.replace(build, src)
             except OSError: pass
@@ -282,12 +284,13 @@ def _fixture_version() -> str:
 def _mkdir(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True); return p
 
-def _fix_list_paths(folder: Path) -> None:
-    "Point a `transcoders:` list at the files where the folder now lives (it was built elsewhere)."
+def _fix_list_paths(folder: Path, to: Path | None = None) -> None:
+    "Point a `transcoders:` list at its files in `to` (default: where the folder now lives)."
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    want = [str(folder / Path(p).name) for p in cfg["transcoders"]]
-    if cfg["transcoders"] != want:
-        cfg["transcoders"] = want; (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    want = [str((to or folder) / Path(p).name) for p in cfg["transcoders"]]
+    if cfg["transcoders"] != want:   # renamed into place: another test process may be reading it
+        cfg["transcoders"] = want
+        with atomic_write(folder / "config.yaml") as f: f.write(yaml.safe_dump(cfg, sort_keys=False))
 
 # %% ../nbs/03a_testing.ipynb #39b7ce65
 def toy_graph(seed=0, n_layers=3, n_pos=4, per_cell=2, n_targets=2, d_vocab=50, build=None):
