@@ -399,7 +399,8 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
         x = run.frozen.mlp_in[l][0].double()
-        W_enc, W_dec, b_enc, th = (None if t is None else t.to(x.device) for t in feature_rows(transcoders, l, fs))
+        rows = feature_rows(transcoders, l, fs)   # on the set's device, which may not be the model's
+        W_enc, W_dec, b_enc, th = (None if t is None else t.to(x.device) for t in rows)
         acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
         acts[0] = 0   # position 0 (the sink) is not in the graph
         out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0).cpu()

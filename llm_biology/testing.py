@@ -221,7 +221,7 @@ def install_in_hub_cache(src_dir: str | Path, repo_id: str, cache_dir: str | Pat
         except OSError: pass  # another process installed the same content first
         shutil.rmtree(tmp, ignore_errors=True)
     ref = repo / "refs" / "main"
-    if not ref.exists() or ref.read_text() != commit:   # renamed into place: a reader never sees it half-written
+    if not ref.exists() or ref.read_text() != commit:   # renamed into place, never seen half-written
         with atomic_write(ref) as f: f.write(commit)    # no trailing newline: one breaks resolution
     return commit
 
@@ -260,7 +260,7 @@ def tiny_hub(cache_dir: str | Path | None = None) -> TinyHub:
         for i, (name, (act, skip, dtype, layout)) in enumerate(TINY_TRANSCODER_VARIANTS.items()):
             make_random_transcoders(build / f"tc-{name}", **TINY_SHAPE, activation=act, skip=skip, dtype=dtype,
                                     seed=i, layout=layout)
-        _fix_list_paths(build / "tc-list", src / "tc-list")   # where its files will be, before the folder is shared
+        _fix_list_paths(build / "tc-list", src / "tc-list")   # its files' final folder, before it is shared
         if not src.exists():
             try: os.replace(build, src)
             except OSError: pass
