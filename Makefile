@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 # each with one torch thread: two workers on two cores take about 60% of one worker's time.
 WORKERS ?= 2
 TEST_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/.cache/hub-test TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg OMP_NUM_THREADS=1
+PYTEST   := $(TEST_ENV) $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 .PHONY: venv run test browser slow bench export
 
@@ -26,7 +27,7 @@ run: venv
 
 ## The test suite: package in sync with the notebooks, every notebook's tests, pytest.
 test: venv browser
-	$(TEST_ENV) $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	$(PYTEST)
 
 ## Chromium for the browser test of the report (Debian's package; skipped with a note where apt is not usable).
 browser:
@@ -36,7 +37,7 @@ browser:
 
 ## Slow checks too (demo training smoke, long runs).
 slow: venv
-	$(TEST_ENV) LLMB_TEST_FLAGS=slow $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	LLMB_TEST_FLAGS=slow $(PYTEST)
 
 ## Notebooks -> package: nbdev-export, then the stage templates' parameters (from RunConfig) and their shipped copies.
 export: venv

@@ -14,8 +14,7 @@ from typing import NamedTuple
 import torch
 
 from .core import LLMBiologyError, atomic_write
-from .encoding import encode_layer, feature_rows, layer_rows, layer_tensor
-from .transcoders import activation_function
+from .encoding import encode_features, encode_layer, layer_rows, layer_tensor
 from .replacement import (LocalReplacement, ReplacementRun, hf_model, linearized_forward, model_parts,
                                      replacement_forward)
 from .graphs import AttributionGraph, Target, influence_series, normalized_abs
@@ -398,12 +397,11 @@ def feature_direct_effects(lm, transcoders, record, features, direction: torch.T
         idx = [i for i, (ll, _) in enumerate(features) if int(ll) == l]
         if grads[l] is None: continue
         fs = torch.tensor([int(features[i][1]) for i in idx])
-        x = run.frozen.mlp_in[l][0].double()
-        rows = feature_rows(transcoders, l, fs)   # on the set's device, which may not be the model's
-        W_enc, W_dec, b_enc, th = (None if t is None else t.to(x.device) for t in rows)
-        acts = activation_function(x @ W_enc.double().T + b_enc.double(), None if th is None else th.double())
+        x = run.frozen.mlp_in[l][0]
+        acts = encode_features(transcoders, l, x, fs, dtype=torch.float64)   # rows moved to x's device
         acts[0] = 0   # position 0 (the sink) is not in the graph
-        out[idx] = (acts * (grads[l][0].double() @ W_dec.double().T)).sum(0).cpu()
+        W_dec = layer_rows(transcoders, l, "W_dec", fs).to(device=x.device, dtype=torch.float64)
+        out[idx] = (acts * (grads[l][0].double() @ W_dec.T)).sum(0).cpu()
     return out
 
 # %% ../nbs/06_attribution.ipynb #f0620180

@@ -452,10 +452,12 @@ class _StageRun:
     def __enter__(self):
         import time
         seed_everything(self.cfg.torch_seed)
-        self.t0 = time.perf_counter()
+        self.t0, self.gpu = time.perf_counter(), None
         if self.cfg.device.startswith("cuda"):
             import torch
-            if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats(torch.device(self.cfg.device))
+            if torch.cuda.is_available():   # the run's own GPU (cuda:1 is not the current device)
+                self.gpu = torch.device(self.cfg.device)
+                torch.cuda.reset_peak_memory_stats(self.gpu)
         return self
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
@@ -463,10 +465,9 @@ class _StageRun:
             return False
         import time
         gpu = None
-        if self.cfg.device.startswith("cuda"):
+        if self.gpu is not None:
             import torch
-            if torch.cuda.is_available():   # the run's own GPU (cuda:1 is not the current device)
-                gpu = round(torch.cuda.max_memory_allocated(torch.device(self.cfg.device)) / 2 ** 20, 1)
+            gpu = round(torch.cuda.max_memory_allocated(self.gpu) / 2 ** 20, 1)
         paths = model_paths(self.cfg.model, self.cfg.data_dir)
         write_json({"format": STAGE_RECORD_FORMAT, "stage": self.name, "wall_time_s": round(time.perf_counter() - self.t0, 2),
                     "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu, "device": self.cfg.device},
